@@ -349,11 +349,23 @@ mod tests {
         let value = anp_example();
         let anp: AdminNetworkPolicy = serde_json::from_value(value.clone()).expect("deserializes");
         assert_eq!(anp.spec.priority, 10);
-        assert_eq!(anp.spec.egress[0].action, AdminNetworkPolicyRuleAction::Allow);
-        assert_eq!(anp.spec.egress[1].action, AdminNetworkPolicyRuleAction::Pass);
-        assert_eq!(anp.spec.egress[1].to[1].networks, vec!["10.0.0.0/8", "fd00::/8"]);
+        assert_eq!(
+            anp.spec.egress[0].action,
+            AdminNetworkPolicyRuleAction::Allow
+        );
+        assert_eq!(
+            anp.spec.egress[1].action,
+            AdminNetworkPolicyRuleAction::Pass
+        );
+        assert_eq!(
+            anp.spec.egress[1].to[1].networks,
+            vec!["10.0.0.0/8", "fd00::/8"]
+        );
         let ports = anp.spec.egress[0].ports.as_ref().expect("ports");
-        assert_eq!(ports[1].port_range.as_ref().map(|r| (r.start, r.end)), Some((8080, 9090)));
+        assert_eq!(
+            ports[1].port_range.as_ref().map(|r| (r.start, r.end)),
+            Some((8080, 9090))
+        );
         assert_eq!(ports[2].named_port.as_deref(), Some("dns"));
         assert_eq!(serde_json::to_value(&anp).expect("serializes"), value);
     }
@@ -371,8 +383,12 @@ mod tests {
                             "ports": [{"portNumber": {"port": 443}}]}]
             }
         });
-        let banp: BaselineAdminNetworkPolicy = serde_json::from_value(value.clone()).expect("deserializes");
-        assert_eq!(banp.spec.egress[0].action, BaselineAdminNetworkPolicyRuleAction::Allow);
+        let banp: BaselineAdminNetworkPolicy =
+            serde_json::from_value(value.clone()).expect("deserializes");
+        assert_eq!(
+            banp.spec.egress[0].action,
+            BaselineAdminNetworkPolicyRuleAction::Allow
+        );
         assert!(banp.status.is_none());
         assert_eq!(serde_json::to_value(&banp).expect("serializes"), value);
     }
@@ -394,11 +410,20 @@ mod tests {
         assert_eq!(AdminNetworkPolicy::group(&()), GROUP);
         assert_eq!(AdminNetworkPolicy::version(&()), VERSION);
         assert_eq!(AdminNetworkPolicy::plural(&()), "adminnetworkpolicies");
-        assert_eq!(BaselineAdminNetworkPolicy::plural(&()), "baselineadminnetworkpolicies");
+        assert_eq!(
+            BaselineAdminNetworkPolicy::plural(&()),
+            "baselineadminnetworkpolicies"
+        );
         let crd = AdminNetworkPolicy::crd();
         assert_eq!(crd.spec.scope, "Cluster");
         let version = &crd.spec.versions[0];
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
         assert_eq!(BaselineAdminNetworkPolicy::crd().spec.scope, "Cluster");
     }
 }

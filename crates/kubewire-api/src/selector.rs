@@ -280,10 +280,18 @@ mod tests {
 
     #[test]
     fn parses_every_operator() {
-        let s = Selector::parse("app=web, tier!=db,env in (prod, staging),zone notin (a),x,!legacy,n>3")
-            .unwrap();
+        let s = Selector::parse(
+            "app=web, tier!=db,env in (prod, staging),zone notin (a),x,!legacy,n>3",
+        )
+        .unwrap();
         assert_eq!(s.requirements().len(), 7);
-        let l = labels(&[("app", "web"), ("env", "prod"), ("x", ""), ("zone", "b"), ("n", "4")]);
+        let l = labels(&[
+            ("app", "web"),
+            ("env", "prod"),
+            ("x", ""),
+            ("zone", "b"),
+            ("n", "4"),
+        ]);
         assert!(s.matches(&l));
         let mut l2 = l.clone();
         l2.insert("legacy".into(), "1".into());

@@ -8,10 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use kubewire_validation::{Context, FieldError, FieldErrors, IpFamily};
-// TEMP until the validation crate implements Admit for every kind.
-pub trait Admit {}
-impl<T> Admit for T {}
+pub use kubewire_validation::{Admit, Context, FieldError, FieldErrors, IpFamily};
 
 #[derive(Debug)]
 pub enum AdmitError {
@@ -21,18 +18,23 @@ pub enum AdmitError {
     Invalid(FieldErrors),
 }
 
-pub fn admit_typed<K>(value: &mut Value, old: Option<&Value>, ctx: &Context) -> Result<(), AdmitError>
+pub fn admit_typed<K>(
+    value: &mut Value,
+    old: Option<&Value>,
+    ctx: &Context,
+) -> Result<(), AdmitError>
 where
     K: DeserializeOwned + Serialize + Admit,
 {
-    let typed: K =
+    let mut typed: K =
         serde_json::from_value(value.clone()).map_err(|e| AdmitError::Decode(e.to_string()))?;
     let old_typed: Option<K> = match old {
-        Some(o) => Some(serde_json::from_value(o.clone()).map_err(|e| AdmitError::Decode(e.to_string()))?),
+        Some(o) => {
+            Some(serde_json::from_value(o.clone()).map_err(|e| AdmitError::Decode(e.to_string()))?)
+        }
         None => None,
     };
-    let _ = (&old_typed, ctx);
-    let errors: FieldErrors = Vec::new();
+    let errors = kubewire_validation::admit(&mut typed, old_typed.as_ref(), ctx);
     if !errors.is_empty() {
         return Err(AdmitError::Invalid(errors));
     }
@@ -51,7 +53,11 @@ fn walk_unknown(input: &Value, decoded: &Value, path: String, out: &mut Vec<Stri
     match (input, decoded) {
         (Value::Object(i), Value::Object(d)) => {
             for (k, v) in i {
-                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match d.get(k) {
                     Some(dv) => walk_unknown(v, dv, child, out),
                     None if v.is_null() => {}
@@ -77,6 +83,9 @@ mod tests {
     fn finds_unknown_fields() {
         let input = json!({"spec": {"ports": [{"port": 80, "bogus": 1}], "typo": true, "n": null}});
         let decoded = json!({"spec": {"ports": [{"port": 80}]}});
-        assert_eq!(unknown_fields(&input, &decoded), vec!["spec.ports[0].bogus", "spec.typo"]);
+        assert_eq!(
+            unknown_fields(&input, &decoded),
+            vec!["spec.ports[0].bogus", "spec.typo"]
+        );
     }
 }

@@ -36,7 +36,11 @@ impl Offsets {
     fn new(size: u128) -> Self {
         // KEP-3070: min(max(16, size/16), 256).
         let static_band = (size / 16).clamp(16, 256).min(size);
-        Self { size, static_band, used: HashSet::new() }
+        Self {
+            size,
+            static_band,
+            used: HashSet::new(),
+        }
     }
 
     fn take(&mut self, offset: u128) -> bool {
@@ -94,7 +98,10 @@ impl IpAllocator {
             IpNet::V4(_) => total.saturating_sub(2),
             IpNet::V6(_) => total.saturating_sub(1),
         };
-        Self { cidr, offsets: Offsets::new(usable) }
+        Self {
+            cidr,
+            offsets: Offsets::new(usable),
+        }
     }
 
     pub fn cidr(&self) -> IpNet {
@@ -115,19 +122,26 @@ impl IpAllocator {
     }
 
     fn range_error(&self) -> AllocError {
-        AllocError::OutOfRange { what: "IP", range: self.cidr.to_string() }
+        AllocError::OutOfRange {
+            what: "IP",
+            range: self.cidr.to_string(),
+        }
     }
 
     pub fn allocate(&mut self, ip: IpAddr) -> Result<(), AllocError> {
         let off = self.offset_of(ip).ok_or_else(|| self.range_error())?;
-        if self.offsets.take(off) { Ok(()) } else { Err(AllocError::Taken { what: "IP" }) }
+        if self.offsets.take(off) {
+            Ok(())
+        } else {
+            Err(AllocError::Taken { what: "IP" })
+        }
     }
 
     pub fn allocate_next(&mut self, rng: &mut impl Rng) -> Result<IpAddr, AllocError> {
-        let off = self
-            .offsets
-            .take_any(rng)
-            .ok_or_else(|| AllocError::Full { what: "IP", range: self.cidr.to_string() })?;
+        let off = self.offsets.take_any(rng).ok_or_else(|| AllocError::Full {
+            what: "IP",
+            range: self.cidr.to_string(),
+        })?;
         Ok(self.ip_at(off))
     }
 
@@ -157,7 +171,11 @@ pub struct PortAllocator {
 
 impl PortAllocator {
     pub fn new(base: u16, last: u16) -> Self {
-        Self { base, last, offsets: Offsets::new(u128::from(last.saturating_sub(base)) + 1) }
+        Self {
+            base,
+            last,
+            offsets: Offsets::new(u128::from(last.saturating_sub(base)) + 1),
+        }
     }
 
     fn range(&self) -> String {
@@ -166,7 +184,10 @@ impl PortAllocator {
 
     pub fn allocate(&mut self, port: u16) -> Result<(), AllocError> {
         if port < self.base || port > self.last {
-            return Err(AllocError::OutOfRange { what: "port", range: self.range() });
+            return Err(AllocError::OutOfRange {
+                what: "port",
+                range: self.range(),
+            });
         }
         if self.offsets.take(u128::from(port - self.base)) {
             Ok(())
@@ -176,10 +197,10 @@ impl PortAllocator {
     }
 
     pub fn allocate_next(&mut self, rng: &mut impl Rng) -> Result<u16, AllocError> {
-        let off = self
-            .offsets
-            .take_any(rng)
-            .ok_or_else(|| AllocError::Full { what: "port", range: self.range() })?;
+        let off = self.offsets.take_any(rng).ok_or_else(|| AllocError::Full {
+            what: "port",
+            range: self.range(),
+        })?;
         // The offset is below the range width, which fits in u16.
         Ok(self.base + off as u16)
     }
@@ -226,8 +247,19 @@ mod tests {
             got.push(ip.to_string());
         }
         got.sort();
-        assert_eq!(got, ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]);
-        assert_eq!(a.allocate("10.0.0.0".parse().unwrap()), Err(AllocError::OutOfRange { what: "IP", range: "10.0.0.0/29".into() }));
+        assert_eq!(
+            got,
+            [
+                "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"
+            ]
+        );
+        assert_eq!(
+            a.allocate("10.0.0.0".parse().unwrap()),
+            Err(AllocError::OutOfRange {
+                what: "IP",
+                range: "10.0.0.0/29".into()
+            })
+        );
         assert!(a.allocate("10.0.0.7".parse().unwrap()).is_err());
     }
 
@@ -253,7 +285,10 @@ mod tests {
         let a = p.allocate_next(&mut rng).unwrap();
         let b = p.allocate_next(&mut rng).unwrap();
         assert_ne!(a, b);
-        assert!(matches!(p.allocate_next(&mut rng), Err(AllocError::Full { .. })));
+        assert!(matches!(
+            p.allocate_next(&mut rng),
+            Err(AllocError::Full { .. })
+        ));
         p.release(a);
         assert_eq!(p.allocate_next(&mut rng).unwrap(), a);
     }

@@ -47,14 +47,22 @@ pub struct ApiRequest {
 }
 
 pub enum Reply {
-    Json { code: u16, body: Bytes, warnings: Vec<String> },
+    Json {
+        code: u16,
+        body: Bytes,
+        warnings: Vec<String>,
+    },
     /// A watch: newline-delimited JSON events until the channel closes.
     Stream(mpsc::Receiver<Bytes>),
 }
 
 impl Reply {
     fn json(code: u16, body: impl Into<Bytes>) -> Self {
-        Reply::Json { code, body: body.into(), warnings: Vec::new() }
+        Reply::Json {
+            code,
+            body: body.into(),
+            warnings: Vec::new(),
+        }
     }
 }
 
@@ -107,15 +115,22 @@ impl WriteOptions {
             None | Some("") => false,
             Some("All") => true,
             Some(other) => {
-                return Err(ApiError::bad_request(format!("dryRun must be All (got {other:?})")));
+                return Err(ApiError::bad_request(format!(
+                    "dryRun must be All (got {other:?})"
+                )));
             }
         };
-        Ok(Self { dry_run, field_validation })
+        Ok(Self {
+            dry_run,
+            field_validation,
+        })
     }
 }
 
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 fn new_uid(rng: &mut StdRng) -> String {
@@ -124,14 +139,23 @@ fn new_uid(rng: &mut StdRng) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn generate_suffix(rng: &mut StdRng) -> String {
     use rand::Rng;
     // The alphabet of apimachinery's rand.String: no vowels, no look-alikes.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 fn store_error(e: StoreError, r: &ResourceType, name: &str) -> ApiError {
@@ -146,7 +170,10 @@ fn store_error(e: StoreError, r: &ResourceType, name: &str) -> ApiError {
 
 fn admit_error(e: AdmitError, r: &ResourceType, name: &str) -> ApiError {
     match e {
-        AdmitError::Decode(msg) => ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {msg}", r.kind, r.version, r.kind)),
+        AdmitError::Decode(msg) => ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {msg}",
+            r.kind, r.version, r.kind
+        )),
         AdmitError::Invalid(errors) => ApiError::invalid(r, name, &errors),
     }
 }
@@ -155,11 +182,13 @@ fn admit_error(e: AdmitError, r: &ResourceType, name: &str) -> ApiError {
 pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, ApiError> {
     let ct = content_type.unwrap_or("application/json");
     if ct.contains("yaml") {
-        serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))
+        serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))
     } else if ct.starts_with("application/vnd.kubernetes.protobuf") {
         Err(ApiError::unsupported_media_type(ct))
     } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }
 }
 
@@ -168,7 +197,9 @@ fn meta_str<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
 }
 
 fn to_bytes(v: &Value) -> Result<Bytes, ApiError> {
-    serde_json::to_vec(v).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()))
+    serde_json::to_vec(v)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 fn unknown_field_messages(input: &Value, decoded: &Value) -> Vec<String> {
@@ -208,7 +239,10 @@ impl Api {
         let info = t.resource.info();
         match (&req.method, t.name.as_deref(), t.subresource.as_deref()) {
             (&Method::GET, None, None) => {
-                if matches!(req.query.get("watch").map(String::as_str), Some("true" | "1")) {
+                if matches!(
+                    req.query.get("watch").map(String::as_str),
+                    Some("true" | "1")
+                ) {
                     self.watch(&req)
                 } else {
                     self.list(&req)
@@ -219,17 +253,27 @@ impl Api {
                 let obj = self.current(t, name)?;
                 Ok(Reply::json(200, to_bytes(&scale_of(&obj.value()))?))
             }
-            (&Method::PUT | &Method::PATCH, Some(name), Some("scale")) if info.has_scale() => self.update_scale(&req, name).await,
+            (&Method::PUT | &Method::PATCH, Some(name), Some("scale")) if info.has_scale() => {
+                self.update_scale(&req, name).await
+            }
             (&Method::POST, None, None) => self.create(&req).await,
-            (&Method::POST, Some(name), Some("binding")) if info.plural == "pods" => self.bind(&req, name).await,
+            (&Method::POST, Some(name), Some("binding")) if info.plural == "pods" => {
+                self.bind(&req, name).await
+            }
             (&Method::PUT, Some(name), sub @ (None | Some("status") | Some("finalize"))) => {
                 self.update(&req, name, sub).await
             }
-            (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => self.patch(&req, name, sub).await,
+            (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
+                self.patch(&req, name, sub).await
+            }
             (&Method::DELETE, Some(name), None) => self.delete(&req, name).await,
             (&Method::DELETE, None, None) => self.delete_collection(&req).await,
-            (_, _, Some(sub)) if !matches!(sub, "status" | "binding" | "finalize" | "scale") => Err(ApiError::path_not_found()),
-            (m, _, _) => Err(ApiError::method_not_allowed(format!("{m} is not supported on this path"))),
+            (_, _, Some(sub)) if !matches!(sub, "status" | "binding" | "finalize" | "scale") => {
+                Err(ApiError::path_not_found())
+            }
+            (m, _, _) => Err(ApiError::method_not_allowed(format!(
+                "{m} is not supported on this path"
+            ))),
         }
     }
 
@@ -250,17 +294,26 @@ impl Api {
     fn get(&self, req: &ApiRequest, name: &str) -> ApiResult {
         let obj = self.current(&req.target, name)?;
         if table::wants_table(req.accept.as_deref()) {
-            let t = table::render(req.target.resource, &[obj.clone()], obj.resource_version, &req.query)?;
+            let t = table::render(
+                req.target.resource,
+                std::slice::from_ref(&obj),
+                obj.resource_version,
+                &req.query,
+            )?;
             return Ok(Reply::json(200, to_bytes(&t)?));
         }
         Ok(Reply::json(200, obj.json.clone()))
     }
 
-    fn selectors(q: &HashMap<String, String>, r: ResourceId) -> Result<(Selector, FieldSelector), ApiError> {
+    fn selectors(
+        q: &HashMap<String, String>,
+        r: ResourceId,
+    ) -> Result<(Selector, FieldSelector), ApiError> {
         let labels = Selector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
             .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r)
-            .map_err(ApiError::bad_request)?;
+        let fields =
+            FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r)
+                .map_err(ApiError::bad_request)?;
         Ok((labels, fields))
     }
 
@@ -268,7 +321,9 @@ impl Api {
         let t = &req.target;
         let (labels, fields) = Self::selectors(&req.query, t.resource)?;
         let limit: usize = match req.query.get("limit") {
-            Some(l) => l.parse().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+            Some(l) => l
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
             None => 0,
         };
         let (rv, mut items) = match req.query.get("continue").filter(|c| !c.is_empty()) {
@@ -300,12 +355,22 @@ impl Api {
             };
             let mut cache = lock(&self.continues);
             cache.retain(|_, s| s.created.elapsed() < CONTINUE_TTL);
-            if cache.len() >= MAX_CONTINUES {
-                if let Some(oldest) = cache.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| k.clone()) {
-                    cache.remove(&oldest);
-                }
+            if cache.len() >= MAX_CONTINUES
+                && let Some(oldest) = cache
+                    .iter()
+                    .min_by_key(|(_, s)| s.created)
+                    .map(|(k, _)| k.clone())
+            {
+                cache.remove(&oldest);
             }
-            cache.insert(token.clone(), ContinueState { created: Instant::now(), resource_version: rv, rest });
+            cache.insert(
+                token.clone(),
+                ContinueState {
+                    created: Instant::now(),
+                    resource_version: rv,
+                    rest,
+                },
+            );
             continue_token = Some(token);
         }
         if table::wants_table(req.accept.as_deref()) {
@@ -315,14 +380,19 @@ impl Api {
             }
             return Ok(Reply::json(200, to_bytes(&t)?));
         }
-        Ok(Reply::json(200, list_body(t.resource.info(), rv, &items, continue_token, remaining)))
+        Ok(Reply::json(
+            200,
+            list_body(t.resource.info(), rv, &items, continue_token, remaining),
+        ))
     }
 
     fn watch(&self, req: &ApiRequest) -> ApiResult {
         let t = req.target.clone();
         let (labels, fields) = Self::selectors(&req.query, t.resource)?;
         let q = &req.query;
-        let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true" || v == "1");
+        let bookmarks = q
+            .get("allowWatchBookmarks")
+            .is_some_and(|v| v == "true" || v == "1");
         let rv_param = q.get("resourceVersion").map(String::as_str).unwrap_or("");
         let initial_events = match q.get("sendInitialEvents").map(String::as_str) {
             Some("true") => true,
@@ -335,22 +405,33 @@ impl Api {
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_WATCH_TIMEOUT);
         let as_table = table::wants_table(req.accept.as_deref());
-        let filter = WatchFilter { target: t.clone(), labels, fields };
+        let filter = WatchFilter {
+            target: t.clone(),
+            labels,
+            fields,
+        };
         let (tx, rx) = mpsc::channel::<Bytes>(1024);
 
         let (initial, mut sub) = if initial_events {
-            let (objects, sub) = self.store.snapshot_and_subscribe(t.resource, t.namespace.as_deref());
-            let objects: Vec<_> = objects.into_iter().filter(|o| filter.object_matches(o)).collect();
+            let (objects, sub) = self
+                .store
+                .snapshot_and_subscribe(t.resource, t.namespace.as_deref());
+            let objects: Vec<_> = objects
+                .into_iter()
+                .filter(|o| filter.object_matches(o))
+                .collect();
             (objects, sub)
         } else {
-            let since: u64 = rv_param
-                .parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv_param:?}")))?;
+            let since: u64 = rv_param.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid resourceVersion {rv_param:?}"))
+            })?;
             match self.store.subscribe(since) {
                 Ok(sub) => (Vec::new(), sub),
                 Err(StoreError::Expired { requested, oldest }) => {
                     // As kube-apiserver: the watch starts, then ends with an ERROR event 410.
-                    let status = ApiError::gone(format!("too old resource version: {requested} ({oldest})")).to_status();
+                    let status =
+                        ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
+                            .to_status();
                     let line = watch_line("ERROR", &to_bytes(&status)?);
                     let _ = tx.try_send(line);
                     return Ok(Reply::Stream(rx));
@@ -365,14 +446,22 @@ impl Api {
         tokio::spawn(async move {
             let encode = |kind: &str, obj: &Arc<Object>| -> Option<Bytes> {
                 if as_table {
-                    let t = table::render(resource, std::slice::from_ref(obj), obj.resource_version, &query).ok()?;
+                    let t = table::render(
+                        resource,
+                        std::slice::from_ref(obj),
+                        obj.resource_version,
+                        &query,
+                    )
+                    .ok()?;
                     Some(watch_line(kind, &serde_json::to_vec(&t).ok()?.into()))
                 } else {
                     Some(watch_line(kind, &obj.json))
                 }
             };
             for obj in &initial {
-                let Some(line) = encode("ADDED", obj) else { continue };
+                let Some(line) = encode("ADDED", obj) else {
+                    continue;
+                };
                 if tx.send(line).await.is_err() {
                     return;
                 }
@@ -386,7 +475,9 @@ impl Api {
             for event in std::mem::take(&mut sub.backlog) {
                 last_rv = event.resource_version();
                 if let Some((kind, obj)) = filter.event_view(&event) {
-                    let Some(line) = encode(kind, obj) else { continue };
+                    let Some(line) = encode(kind, obj) else {
+                        continue;
+                    };
                     if tx.send(line).await.is_err() {
                         return;
                     }
@@ -428,12 +519,18 @@ impl Api {
         let info = t.resource.info();
         let Some(ns) = t.namespace.as_deref() else {
             return if info.namespaced {
-                Err(ApiError::bad_request("the namespace of the request is required"))
+                Err(ApiError::bad_request(
+                    "the namespace of the request is required",
+                ))
             } else {
                 Ok(())
             };
         };
-        let ns_key = ObjectKey { resource: crate::NAMESPACES, namespace: String::new(), name: ns.to_string() };
+        let ns_key = ObjectKey {
+            resource: crate::NAMESPACES,
+            namespace: String::new(),
+            name: ns.to_string(),
+        };
         let Some(namespace) = self.store.get(&ns_key) else {
             return Err(ApiError::not_found(crate::NAMESPACES.info(), ns));
         };
@@ -451,24 +548,35 @@ impl Api {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
-        if let Some(kind) = obj["kind"].as_str().filter(|k| !k.is_empty()) {
-            if kind != info.kind {
-                return Err(ApiError::bad_request(format!("the kind of the body ({kind}) does not match the request ({})", info.kind)));
-            }
+        if let Some(kind) = obj["kind"].as_str().filter(|k| !k.is_empty())
+            && kind != info.kind
+        {
+            return Err(ApiError::bad_request(format!(
+                "the kind of the body ({kind}) does not match the request ({})",
+                info.kind
+            )));
         }
-        if let Some(av) = obj["apiVersion"].as_str().filter(|k| !k.is_empty()) {
-            if av != info.api_version() {
-                return Err(ApiError::bad_request(format!("the API version of the body ({av}) does not match the request ({})", info.api_version())));
-            }
+        if let Some(av) = obj["apiVersion"].as_str().filter(|k| !k.is_empty())
+            && av != info.api_version()
+        {
+            return Err(ApiError::bad_request(format!(
+                "the API version of the body ({av}) does not match the request ({})",
+                info.api_version()
+            )));
         }
         obj["kind"] = json!(info.kind);
         obj["apiVersion"] = json!(info.api_version());
         if !obj["metadata"].is_object() {
             obj["metadata"] = json!({});
         }
-        match (&t.namespace, meta_str(obj, "namespace").filter(|n| !n.is_empty())) {
+        match (
+            &t.namespace,
+            meta_str(obj, "namespace").filter(|n| !n.is_empty()),
+        ) {
             (Some(url), Some(body)) if url != body => {
-                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
             (Some(url), _) => obj["metadata"]["namespace"] = json!(url),
             (None, _) => {
@@ -480,7 +588,14 @@ impl Api {
         Ok(())
     }
 
-    fn admit(&self, r: ResourceId, name: &str, obj: &mut Value, old: Option<&Value>, opts: &WriteOptions) -> Result<Vec<String>, ApiError> {
+    fn admit(
+        &self,
+        r: ResourceId,
+        name: &str,
+        obj: &mut Value,
+        old: Option<&Value>,
+        opts: &WriteOptions,
+    ) -> Result<Vec<String>, ApiError> {
         let info = r.info();
         let input = obj.clone();
         (info.admit)(obj, old, &self.ctx).map_err(|e| admit_error(e, info, name))?;
@@ -493,7 +608,13 @@ impl Api {
         };
         if opts.field_validation == FieldValidation::Strict && !unknown.is_empty() {
             let info = r.info();
-            return Err(ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}", info.kind, info.version, info.kind, unknown.join(", "))));
+            return Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                info.kind,
+                info.version,
+                info.kind,
+                unknown.join(", ")
+            )));
         }
         Ok(unknown)
     }
@@ -508,15 +629,23 @@ impl Api {
         {
             let mut rng = lock(&self.rng);
             let meta = &mut obj["metadata"];
-            if meta["name"].as_str().is_none_or(str::is_empty) {
-                if let Some(prefix) = meta["generateName"].as_str().filter(|p| !p.is_empty()) {
-                    meta["name"] = json!(format!("{prefix}{}", generate_suffix(&mut rng)));
-                }
+            if meta["name"].as_str().is_none_or(str::is_empty)
+                && let Some(prefix) = meta["generateName"].as_str().filter(|p| !p.is_empty())
+            {
+                meta["name"] = json!(format!("{prefix}{}", generate_suffix(&mut rng)));
             }
             meta["uid"] = json!(new_uid(&mut rng));
         }
-        let meta = obj["metadata"].as_object_mut().ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
-        for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
+        let meta = obj["metadata"]
+            .as_object_mut()
+            .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
+        for f in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "managedFields",
+        ] {
             meta.remove(f);
         }
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
@@ -532,10 +661,26 @@ impl Api {
         let allocation = crate::service::allocate(self, t.resource, &mut obj, None)?;
         if opts.dry_run {
             allocation.rollback(self);
-            return Ok(Reply::Json { code: 201, body: to_bytes(&obj)?, warnings });
+            return Ok(Reply::Json {
+                code: 201,
+                body: to_bytes(&obj)?,
+                warnings,
+            });
         }
-        match self.store.write(Write::Put { key, value: obj, precondition: Precondition::Absent }).await {
-            Ok(stored) => Ok(Reply::Json { code: 201, body: stored.json.clone(), warnings }),
+        match self
+            .store
+            .write(Write::Put {
+                key,
+                value: obj,
+                precondition: Precondition::Absent,
+            })
+            .await
+        {
+            Ok(stored) => Ok(Reply::Json {
+                code: 201,
+                body: stored.json.clone(),
+                warnings,
+            }),
             Err(e) => {
                 allocation.rollback(self);
                 Err(store_error(e, info, &name))
@@ -554,17 +699,40 @@ impl Api {
         let obj = self.current(t, name)?;
         let mut value = obj.value();
         if value["metadata"]["deletionTimestamp"].is_string() {
-            return Err(ApiError::conflict(t.resource.info(), name, "pod is being deleted, cannot be assigned to a host"));
+            return Err(ApiError::conflict(
+                t.resource.info(),
+                name,
+                "pod is being deleted, cannot be assigned to a host",
+            ));
         }
-        if value["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) {
-            return Err(ApiError::conflict(t.resource.info(), name, &format!("pod {name} is already assigned to node {:?}", value["spec"]["nodeName"].as_str().unwrap_or_default())));
+        if value["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict(
+                t.resource.info(),
+                name,
+                &format!(
+                    "pod {name} is already assigned to node {:?}",
+                    value["spec"]["nodeName"].as_str().unwrap_or_default()
+                ),
+            ));
         }
         value["spec"]["nodeName"] = json!(node);
         self.store
-            .write(Write::Put { key: self.key(t, name), value, precondition: Precondition::ResourceVersion(obj.resource_version) })
+            .write(Write::Put {
+                key: self.key(t, name),
+                value,
+                precondition: Precondition::ResourceVersion(obj.resource_version),
+            })
             .await
             .map_err(|e| store_error(e, t.resource.info(), name))?;
-        Ok(Reply::json(201, to_bytes(&json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))?))
+        Ok(Reply::json(
+            201,
+            to_bytes(
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            )?,
+        ))
     }
 
     async fn update(&self, req: &ApiRequest, name: &str, sub: Option<&str>) -> ApiResult {
@@ -572,20 +740,27 @@ impl Api {
         self.align_with_target(&req.target, &mut body)?;
         match meta_str(&body, "name") {
             Some(n) if n != name => {
-                return Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})")));
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
             }
             _ => body["metadata"]["name"] = json!(name),
         }
         let requested_rv = match meta_str(&body, "resourceVersion").filter(|s| !s.is_empty()) {
-            Some(s) => Some(s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?),
+            Some(s) => Some(
+                s.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?,
+            ),
             None => None,
         };
-        self.guaranteed_update(req, name, sub, requested_rv, |_current| Ok(body.clone())).await
+        self.guaranteed_update(req, name, sub, requested_rv, |_current| Ok(body.clone()))
+            .await
     }
 
     async fn patch(&self, req: &ApiRequest, name: &str, sub: Option<&str>) -> ApiResult {
         let ct = req.content_type.as_deref().unwrap_or("");
-        let kind = PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+        let kind =
+            PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
         let info = req.target.resource.info();
         if kind == PatchType::Strategic && !info.group_is_builtin() {
             return Err(ApiError::unsupported_media_type(ct));
@@ -593,16 +768,22 @@ impl Api {
         let patch_doc: Value = serde_json::from_slice(&req.body)
             .map_err(|e| ApiError::bad_request(format!("invalid patch: {e}")))?;
         // A resourceVersion inside the patch is a precondition, as upstream.
-        let requested_rv = patch_doc["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse::<u64>().ok());
+        let requested_rv = patch_doc["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok());
         self.guaranteed_update(req, name, sub, requested_rv, |current| {
             let mut v = current.clone();
             patch::apply_patch(&mut v, &patch_doc, kind).map_err(|e| match e {
-                patch::PatchError::JsonPatchFailed(m) => ApiError::invalid(info, name, &[admission::FieldError {
-                    field: "".into(),
-                    kind: kubewire_validation::ErrorKind::Invalid,
-                    bad_value: None,
-                    detail: m,
-                }]),
+                patch::PatchError::JsonPatchFailed(m) => ApiError::invalid(
+                    info,
+                    name,
+                    &[admission::FieldError {
+                        field: "".into(),
+                        kind: kubewire_validation::ErrorKind::Invalid,
+                        bad_value: None,
+                        detail: m,
+                    }],
+                ),
                 other => ApiError::bad_request(other.to_string()),
             })?;
             Ok(v)
@@ -614,15 +795,20 @@ impl Api {
     async fn update_scale(&self, req: &ApiRequest, name: &str) -> ApiResult {
         let body = if req.method == Method::PATCH {
             let ct = req.content_type.as_deref().unwrap_or("");
-            let kind = PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
-            let patch_doc: Value = serde_json::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("invalid patch: {e}")))?;
+            let kind = PatchType::from_content_type(ct)
+                .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+            let patch_doc: Value = serde_json::from_slice(&req.body)
+                .map_err(|e| ApiError::bad_request(format!("invalid patch: {e}")))?;
             let mut scale = scale_of(&self.current(&req.target, name)?.value());
-            patch::apply_patch(&mut scale, &patch_doc, kind).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            patch::apply_patch(&mut scale, &patch_doc, kind)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
             scale
         } else {
             decode_body(req.content_type.as_deref(), &req.body)?
         };
-        let replicas = body["spec"]["replicas"].as_i64().ok_or_else(|| ApiError::bad_request("spec.replicas must be a number"))?;
+        let replicas = body["spec"]["replicas"]
+            .as_i64()
+            .ok_or_else(|| ApiError::bad_request("spec.replicas must be a number"))?;
         let requested_rv = meta_str(&body, "resourceVersion").and_then(|s| s.parse().ok());
         let reply = self
             .guaranteed_update(req, name, None, requested_rv, |current| {
@@ -633,8 +819,13 @@ impl Api {
             .await?;
         match reply {
             Reply::Json { body, warnings, .. } => {
-                let v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::internal(e.to_string()))?;
-                Ok(Reply::Json { code: 200, body: to_bytes(&scale_of(&v))?, warnings })
+                let v: Value =
+                    serde_json::from_slice(&body).map_err(|e| ApiError::internal(e.to_string()))?;
+                Ok(Reply::Json {
+                    code: 200,
+                    body: to_bytes(&scale_of(&v))?,
+                    warnings,
+                })
             }
             stream => Ok(stream),
         }
@@ -655,16 +846,22 @@ impl Api {
         let opts = WriteOptions::from_query(&req.query)?;
         for _ in 0..MAX_RETRIES {
             let current = self.current(t, name)?;
-            if let Some(rv) = requested_rv {
-                if rv != current.resource_version {
-                    return Err(ApiError::conflict(info, name, &StoreError::Conflict.to_string()));
-                }
+            if let Some(rv) = requested_rv
+                && rv != current.resource_version
+            {
+                return Err(ApiError::conflict(
+                    info,
+                    name,
+                    &StoreError::Conflict.to_string(),
+                ));
             }
             let old = current.value();
             let mut new = mutate(&old)?;
             self.align_with_target(t, &mut new)?;
             if meta_str(&new, "name") != Some(name) {
-                return Err(ApiError::bad_request("the name of an object cannot be changed"));
+                return Err(ApiError::bad_request(
+                    "the name of an object cannot be changed",
+                ));
             }
             carry_system_fields(info, sub, &old, &mut new);
             let warnings = self.admit(t.resource, name, &mut new, Some(&old), &opts)?;
@@ -675,10 +872,18 @@ impl Api {
             let allocation = crate::service::allocate(self, t.resource, &mut new, Some(&old))?;
             if opts.dry_run {
                 allocation.rollback(self);
-                return Ok(Reply::Json { code: 200, body: to_bytes(&new)?, warnings });
+                return Ok(Reply::Json {
+                    code: 200,
+                    body: to_bytes(&new)?,
+                    warnings,
+                });
             }
             let finished = is_deletion_finished(&new);
-            let write = Write::Put { key: self.key(t, name), value: new, precondition: Precondition::ResourceVersion(current.resource_version) };
+            let write = Write::Put {
+                key: self.key(t, name),
+                value: new,
+                precondition: Precondition::ResourceVersion(current.resource_version),
+            };
             match self.store.write(write).await {
                 Ok(stored) => {
                     allocation.commit(self);
@@ -686,7 +891,11 @@ impl Api {
                         // The last finalizer is gone from an object being deleted: remove it.
                         return self.remove(t, name, &stored).await;
                     }
-                    return Ok(Reply::Json { code: 200, body: stored.json.clone(), warnings });
+                    return Ok(Reply::Json {
+                        code: 200,
+                        body: stored.json.clone(),
+                        warnings,
+                    });
                 }
                 Err(StoreError::Conflict) if requested_rv.is_none() => {
                     allocation.rollback(self);
@@ -698,14 +907,21 @@ impl Api {
                 }
             }
         }
-        Err(ApiError::conflict(info, name, "too many concurrent writers, try again"))
+        Err(ApiError::conflict(
+            info,
+            name,
+            "too many concurrent writers, try again",
+        ))
     }
 
     async fn remove(&self, t: &ResourceTarget, name: &str, current: &Arc<Object>) -> ApiResult {
         let info = t.resource.info();
         let deleted = self
             .store
-            .write(Write::Delete { key: self.key(t, name), precondition: Some(Precondition::ResourceVersion(current.resource_version)) })
+            .write(Write::Delete {
+                key: self.key(t, name),
+                precondition: Some(Precondition::ResourceVersion(current.resource_version)),
+            })
             .await
             .map_err(|e| store_error(e, info, name))?;
         crate::service::release_all(self, t.resource, &deleted.value());
@@ -715,29 +931,49 @@ impl Api {
     async fn delete(&self, req: &ApiRequest, name: &str) -> ApiResult {
         let t = &req.target;
         let info = t.resource.info();
-        let options = if req.body.is_empty() { json!({}) } else { decode_body(req.content_type.as_deref(), &req.body)? };
+        let options = if req.body.is_empty() {
+            json!({})
+        } else {
+            decode_body(req.content_type.as_deref(), &req.body)?
+        };
         let grace: Option<i64> = req
             .query
             .get("gracePeriodSeconds")
             .and_then(|s| s.parse().ok())
             .or_else(|| options["gracePeriodSeconds"].as_i64());
         let dry_run = req.query.get("dryRun").is_some_and(|v| v == "All")
-            || options["dryRun"].as_array().is_some_and(|a| a.iter().any(|v| v == "All"));
+            || options["dryRun"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v == "All"));
         let orphan = req.query.get("propagationPolicy").map(String::as_str) == Some("Orphan")
             || options["propagationPolicy"] == "Orphan"
             || options["orphanDependents"] == true;
         for _ in 0..MAX_RETRIES {
             let current = self.current(t, name)?;
             let mut value = current.value();
-            if let Some(uid) = options["preconditions"]["uid"].as_str() {
-                if meta_str(&value, "uid") != Some(uid) {
-                    return Err(ApiError::conflict(info, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&value, "uid").unwrap_or(""))));
-                }
+            if let Some(uid) = options["preconditions"]["uid"].as_str()
+                && meta_str(&value, "uid") != Some(uid)
+            {
+                return Err(ApiError::conflict(
+                    info,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta_str(&value, "uid").unwrap_or("")
+                    ),
+                ));
             }
-            if let Some(rv) = options["preconditions"]["resourceVersion"].as_str() {
-                if meta_str(&value, "resourceVersion") != Some(rv) {
-                    return Err(ApiError::conflict(info, name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", meta_str(&value, "resourceVersion").unwrap_or(""))));
-                }
+            if let Some(rv) = options["preconditions"]["resourceVersion"].as_str()
+                && meta_str(&value, "resourceVersion") != Some(rv)
+            {
+                return Err(ApiError::conflict(
+                    info,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        meta_str(&value, "resourceVersion").unwrap_or("")
+                    ),
+                ));
             }
             if dry_run {
                 return Ok(Reply::json(200, current.json.clone()));
@@ -763,19 +999,28 @@ impl Api {
                 return self.remove(t, name, &current).await;
             }
             let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-            value["metadata"]["deletionTimestamp"] = json!(deadline.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+            value["metadata"]["deletionTimestamp"] =
+                json!(deadline.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
             value["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
             if info.kind == "Namespace" {
                 value["status"]["phase"] = json!("Terminating");
             }
-            let write = Write::Put { key: self.key(t, name), value, precondition: Precondition::ResourceVersion(current.resource_version) };
+            let write = Write::Put {
+                key: self.key(t, name),
+                value,
+                precondition: Precondition::ResourceVersion(current.resource_version),
+            };
             match self.store.write(write).await {
                 Ok(stored) => return Ok(Reply::json(200, stored.json.clone())),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(store_error(e, info, name)),
             }
         }
-        Err(ApiError::conflict(info, name, "too many concurrent writers, try again"))
+        Err(ApiError::conflict(
+            info,
+            name,
+            "too many concurrent writers, try again",
+        ))
     }
 
     async fn delete_collection(&self, req: &ApiRequest) -> ApiResult {
@@ -792,7 +1037,12 @@ impl Api {
         for (ns, name) in names {
             let one = ApiRequest {
                 method: Method::DELETE,
-                target: ResourceTarget { resource: t.resource, namespace: (!ns.is_empty()).then_some(ns), name: Some(name.clone()), subresource: None },
+                target: ResourceTarget {
+                    resource: t.resource,
+                    namespace: (!ns.is_empty()).then_some(ns),
+                    name: Some(name.clone()),
+                    subresource: None,
+                },
                 query: req.query.clone(),
                 content_type: req.content_type.clone(),
                 accept: None,
@@ -810,8 +1060,16 @@ impl Api {
         let mut body = list_body(t.resource.info(), rv, &objs, None, None).to_vec();
         // Splice the deleted objects into the (empty) items array.
         if !deleted.is_empty() {
-            let joined = deleted.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>().join(",");
-            let text = String::from_utf8_lossy(&body).replacen("\"items\":[]", &format!("\"items\":[{joined}]"), 1);
+            let joined = deleted
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect::<Vec<_>>()
+                .join(",");
+            let text = String::from_utf8_lossy(&body).replacen(
+                "\"items\":[]",
+                &format!("\"items\":[{joined}]"),
+                1,
+            );
             body = text.into_bytes();
         }
         Ok(Reply::json(200, body))
@@ -830,7 +1088,11 @@ impl ResourceType {
     }
 
     pub fn group_is_builtin(&self) -> bool {
-        !self.group.ends_with(".x-k8s.io") && !matches!(self.group, "gateway.networking.k8s.io" | "policy.networking.k8s.io")
+        !self.group.ends_with(".x-k8s.io")
+            && !matches!(
+                self.group,
+                "gateway.networking.k8s.io" | "policy.networking.k8s.io"
+            )
     }
 }
 
@@ -838,7 +1100,12 @@ impl ResourceType {
 fn scale_of(v: &Value) -> Value {
     let selector = v["spec"]["selector"]["matchLabels"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default();
     let meta = &v["metadata"];
     json!({
@@ -851,21 +1118,41 @@ fn scale_of(v: &Value) -> Value {
 }
 
 fn has_finalizers(v: &Value) -> bool {
-    v["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
-        || v["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()) && v["kind"] == "Namespace"
+    v["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty())
+        || v["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+            && v["kind"] == "Namespace"
 }
 
+/// An object being deleted whose last finalizer is gone is removed; a Pod only once its grace
+/// period is over (the kubelet deletes it with grace 0 after its containers stopped).
 fn is_deletion_finished(v: &Value) -> bool {
-    v["metadata"]["deletionTimestamp"].is_string() && !has_finalizers(v) && v["kind"] != "Pod"
+    let meta = &v["metadata"];
+    meta["deletionTimestamp"].is_string()
+        && !has_finalizers(v)
+        && (v["kind"] != "Pod" || meta["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) == 0)
 }
 
 /// The grace period a delete gets: Pods bound to a node are deleted gracefully (the kubelet
 /// finishes the deletion), Namespaces always go through termination. `None` means "remove now".
 fn graceful_period(info: &ResourceType, v: &Value, requested: Option<i64>) -> Option<i64> {
     match info.kind {
-        "Pod" if v["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) => {
-            let g = requested.or_else(|| v["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30);
-            if g <= 0 && !has_finalizers(v) { None } else { Some(g.max(0)) }
+        "Pod"
+            if v["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty()) =>
+        {
+            let g = requested
+                .or_else(|| v["spec"]["terminationGracePeriodSeconds"].as_i64())
+                .unwrap_or(30);
+            if g <= 0 && !has_finalizers(v) {
+                None
+            } else {
+                Some(g.max(0))
+            }
         }
         "Namespace" => Some(0),
         _ => None,
@@ -882,7 +1169,7 @@ fn prepare_status_on_create(info: &ResourceType, obj: &mut Value) {
         StatusPolicy::SubresourceKeepOnCreate | StatusPolicy::None => {}
     }
     match info.kind {
-        "Pod" => obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"}),
+        "Pod" => obj["status"] = json!({"phase": "Pending"}),
         "Namespace" => {
             obj["status"] = json!({"phase": "Active"});
             obj["spec"]["finalizers"] = json!(["kubernetes"]);
@@ -893,7 +1180,13 @@ fn prepare_status_on_create(info: &ResourceType, obj: &mut Value) {
 
 /// Copies what a client may not set through this verb from the stored object.
 fn carry_system_fields(info: &ResourceType, sub: Option<&str>, old: &Value, new: &mut Value) {
-    for f in ["uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+    for f in [
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
         match old["metadata"].get(f) {
             Some(v) => new["metadata"][f] = v.clone(),
             None => {
@@ -944,7 +1237,11 @@ struct WatchFilter {
 impl WatchFilter {
     fn object_matches(&self, o: &Object) -> bool {
         o.key.resource == self.target.resource
-            && self.target.namespace.as_ref().is_none_or(|ns| *ns == o.key.namespace)
+            && self
+                .target
+                .namespace
+                .as_ref()
+                .is_none_or(|ns| *ns == o.key.namespace)
             && self.labels.matches(&o.labels)
             && self.fields.matches(o)
     }
@@ -987,7 +1284,13 @@ fn bookmark(info: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
 }
 
 /// A `…List` body, built by splicing the stored JSON of each item (no re-serialization).
-pub fn list_body(info: &ResourceType, rv: u64, items: &[Arc<Object>], continue_token: Option<String>, remaining: Option<usize>) -> Bytes {
+pub fn list_body(
+    info: &ResourceType,
+    rv: u64,
+    items: &[Arc<Object>],
+    continue_token: Option<String>,
+    remaining: Option<usize>,
+) -> Bytes {
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if let Some(c) = continue_token {
         meta["continue"] = json!(c);
@@ -995,7 +1298,12 @@ pub fn list_body(info: &ResourceType, rv: u64, items: &[Arc<Object>], continue_t
     if let Some(r) = remaining {
         meta["remainingItemCount"] = json!(r);
     }
-    let head = format!("{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[", info.list_kind(), info.api_version(), meta);
+    let head = format!(
+        "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+        info.list_kind(),
+        info.api_version(),
+        meta
+    );
     let size = head.len() + items.iter().map(|o| o.json.len() + 1).sum::<usize>() + 2;
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(head.as_bytes());

@@ -32,17 +32,26 @@ pub fn core_versions(server_address: &str) -> Value {
 }
 
 fn group_doc(group: &str, versions: &[&str]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": vs, "preferredVersion": vs[0]})
 }
 
 pub fn groups() -> Value {
-    let groups: Vec<Value> = registry::groups().iter().map(|(g, vs)| group_doc(g, vs)).collect();
+    let groups: Vec<Value> = registry::groups()
+        .iter()
+        .map(|(g, vs)| group_doc(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 pub fn group(name: &str) -> Option<Value> {
-    registry::groups().iter().find(|(g, _)| *g == name).map(|(g, vs)| group_doc(g, vs))
+    registry::groups()
+        .iter()
+        .find(|(g, _)| *g == name)
+        .map(|(g, vs)| group_doc(g, vs))
 }
 
 fn in_group_version(r: &ResourceType, group: &str, version: &str) -> bool {
@@ -81,18 +90,30 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     if resources.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// `/openapi/v3`: where each group version's document is.
 pub fn openapi_v3_root() -> Value {
     let mut paths = serde_json::Map::new();
-    let mut gvs: Vec<(&str, &str)> = ResourceId::all().map(|r| (r.info().group, r.info().version)).collect();
+    let mut gvs: Vec<(&str, &str)> = ResourceId::all()
+        .map(|r| (r.info().group, r.info().version))
+        .collect();
     gvs.dedup();
     gvs.sort();
     gvs.dedup();
@@ -114,7 +135,11 @@ pub fn openapi_v3(group: &str, version: &str) -> Option<Value> {
             continue;
         }
         let prefix = format!("/{}", gv_path(group, version));
-        let collection = if r.namespaced { format!("{prefix}/namespaces/{{namespace}}/{}", r.plural) } else { format!("{prefix}/{}", r.plural) };
+        let collection = if r.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}", r.plural)
+        } else {
+            format!("{prefix}/{}", r.plural)
+        };
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
         let op = |action: &str, with_fv: bool| {
             let mut o = json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "responses": {"200": {"description": "OK"}}});
@@ -155,7 +180,13 @@ mod tests {
             });
             assert!(found, "{} has no PATCH path", r.kind);
         }
-        assert!(resource_list("apps", "v1").unwrap()["resources"].as_array().unwrap().iter().any(|r| r["name"] == "deployments/status"));
+        assert!(
+            resource_list("apps", "v1").unwrap()["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == "deployments/status")
+        );
         assert!(resource_list("nope", "v1").is_none());
     }
 }

@@ -14,8 +14,29 @@ pub struct FieldSelector {
 /// The fields each kind may be selected on besides `metadata.name` and `metadata.namespace`.
 fn supported(r: ResourceId) -> &'static [&'static str] {
     match r.info().kind {
-        "Pod" => &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"],
-        "Event" => &["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"],
+        "Pod" => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        "Event" => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
         "Secret" => &["type"],
         "Namespace" => &["status.phase"],
         "Node" => &["spec.unschedulable"],
@@ -35,10 +56,14 @@ impl FieldSelector {
             } else if let Some((f, v)) = clause.split_once('=') {
                 (f, true, v)
             } else {
-                return Err(format!("invalid selector: '{input}'; can't understand '{clause}'"));
+                return Err(format!(
+                    "invalid selector: '{input}'; can't understand '{clause}'"
+                ));
             };
             let field = field.trim();
-            if !matches!(field, "metadata.name" | "metadata.namespace") && !supported(r).contains(&field) {
+            if !matches!(field, "metadata.name" | "metadata.namespace")
+                && !supported(r).contains(&field)
+            {
                 return Err(format!("field label not supported: {field}"));
             }
             requirements.push((field.to_string(), equal, value.trim().to_string()));

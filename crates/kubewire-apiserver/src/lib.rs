@@ -75,9 +75,15 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -98,7 +104,10 @@ pub struct Server {
 
 /// Reads a kube-apiserver static token file: CSV `token,user,uid[,"groups"]`, `#` comments.
 fn read_tokens(path: &Path) -> Result<HashSet<String>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
     let tokens: HashSet<String> = text
         .lines()
         .map(str::trim)
@@ -108,7 +117,10 @@ fn read_tokens(path: &Path) -> Result<HashSet<String>, Error> {
         .filter(|t| !t.is_empty())
         .collect();
     if tokens.is_empty() {
-        return Err(Error::Config(format!("token file {} holds no token", path.display())));
+        return Err(Error::Config(format!(
+            "token file {} holds no token",
+            path.display()
+        )));
     }
     Ok(tokens)
 }
@@ -117,8 +129,12 @@ fn validate_cidrs(cidrs: &[IpNet]) -> Result<(), Error> {
     match cidrs {
         [_] => Ok(()),
         [a, b] if a.addr().is_ipv4() != b.addr().is_ipv4() => Ok(()),
-        [_, _] => Err(Error::Config("two service CIDRs must be of different IP families".into())),
-        _ => Err(Error::Config("give one service CIDR, or two (one per IP family)".into())),
+        [_, _] => Err(Error::Config(
+            "two service CIDRs must be of different IP families".into(),
+        )),
+        _ => Err(Error::Config(
+            "give one service CIDR, or two (one per IP family)".into(),
+        )),
     }
 }
 
@@ -132,7 +148,8 @@ impl Server {
         }
         let tokens = config.token_file.as_deref().map(read_tokens).transpose()?;
         let store = Store::open(&config.data_dir, config.watch_history)?;
-        let mut allocators = service::ServiceAllocators::new(&config.service_cidrs, config.node_port_range);
+        let mut allocators =
+            service::ServiceAllocators::new(&config.service_cidrs, config.node_port_range);
         {
             let state = store.read();
             for svc in state.list(registry::SERVICES, None) {
@@ -143,35 +160,100 @@ impl Server {
             service_cluster_ip_families: config
                 .service_cidrs
                 .iter()
-                .map(|c| if c.addr().is_ipv4() { admission::IpFamily::V4 } else { admission::IpFamily::V6 })
+                .map(|c| {
+                    if c.addr().is_ipv4() {
+                        admission::IpFamily::V4
+                    } else {
+                        admission::IpFamily::V6
+                    }
+                })
                 .collect(),
         };
-        let listener = TcpListener::bind(config.listen).await.map_err(|source| Error::Listen { addr: config.listen, source })?;
-        let local_addr = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen, source })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
         let api = Arc::new(Api::new(store, ctx, allocators));
-        let advertise = config.advertise_address.map(|ip| SocketAddr::new(ip, local_addr.port())).or_else(|| {
-            (!local_addr.ip().is_unspecified() && !local_addr.ip().is_loopback()).then_some(local_addr)
-        });
-        lifecycle::ensure_builtins(&api, &config.service_cidrs, advertise).await.map_err(Error::Builtins)?;
+        let advertise = config
+            .advertise_address
+            .map(|ip| SocketAddr::new(ip, local_addr.port()))
+            .or_else(|| {
+                (!local_addr.ip().is_unspecified() && !local_addr.ip().is_loopback())
+                    .then_some(local_addr)
+            });
+        lifecycle::ensure_builtins(&api, &config.service_cidrs, advertise)
+            .await
+            .map_err(Error::Builtins)?;
 
-        let client_host = if local_addr.ip().is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { local_addr.ip() };
+        let client_host = if local_addr.ip().is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            local_addr.ip()
+        };
         let (tls, ca_pem) = if config.tls {
-            let mut ips = vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST), client_host];
+            let mut ips = vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                client_host,
+            ];
             ips.extend(advertise.map(|a| a.ip()));
-            ips.extend(config.service_cidrs.iter().map(|c| IpAllocator::new(*c).first()));
-            let names: Vec<String> = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"].map(String::from).to_vec();
+            ips.extend(
+                config
+                    .service_cidrs
+                    .iter()
+                    .map(|c| IpAllocator::new(*c).first()),
+            );
+            let names: Vec<String> = [
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ]
+            .map(String::from)
+            .to_vec();
             let id = tls::identity(&config.data_dir, &names, &ips)?;
             (Some(id.acceptor), Some(id.ca_pem))
         } else {
             (None, None)
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let server_url = format!("{scheme}://{}", SocketAddr::new(client_host, local_addr.port()));
-        let first_token = config.token_file.as_deref().map(read_first_token).transpose()?.flatten();
+        let server_url = format!(
+            "{scheme}://{}",
+            SocketAddr::new(client_host, local_addr.port())
+        );
+        let first_token = config
+            .token_file
+            .as_deref()
+            .map(read_first_token)
+            .transpose()?
+            .flatten();
         let kubeconfig = config.data_dir.join("kubeconfig");
-        write_kubeconfig(&kubeconfig, &server_url, ca_pem.as_deref(), first_token.as_deref())?;
-        let http = Arc::new(server::Http { api: api.clone(), tokens, server_address: SocketAddr::new(client_host, local_addr.port()).to_string() });
-        Ok(Self { api, listener, http, tls, local_addr, kubeconfig })
+        write_kubeconfig(
+            &kubeconfig,
+            &server_url,
+            ca_pem.as_deref(),
+            first_token.as_deref(),
+        )?;
+        let http = Arc::new(server::Http {
+            api: api.clone(),
+            tokens,
+            server_address: SocketAddr::new(client_host, local_addr.port()).to_string(),
+        });
+        Ok(Self {
+            api,
+            listener,
+            http,
+            tls,
+            local_addr,
+            kubeconfig,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -194,16 +276,29 @@ impl Server {
 }
 
 fn read_first_token(path: &Path) -> Result<Option<String>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
-    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).find_map(|l| l.split(',').next().map(|t| t.trim().to_string())))
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .find_map(|l| l.split(',').next().map(|t| t.trim().to_string())))
 }
 
 /// Writes a kubeconfig that kubectl and kube-rs accept as it is.
-fn write_kubeconfig(path: &Path, server: &str, ca_pem: Option<&str>, token: Option<&str>) -> Result<(), Error> {
+fn write_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca_pem: Option<&str>,
+    token: Option<&str>,
+) -> Result<(), Error> {
     use base64::Engine;
     let mut cluster = serde_json::json!({"server": server});
     if let Some(ca) = ca_pem {
-        cluster["certificate-authority-data"] = serde_json::json!(base64::engine::general_purpose::STANDARD.encode(ca));
+        cluster["certificate-authority-data"] =
+            serde_json::json!(base64::engine::general_purpose::STANDARD.encode(ca));
     }
     let mut user = serde_json::json!({});
     if let Some(t) = token {
@@ -219,6 +314,12 @@ fn write_kubeconfig(path: &Path, server: &str, ca_pem: Option<&str>, token: Opti
     });
     let text = serde_yaml::to_string(&doc).map_err(|e| Error::Config(e.to_string()))?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|source| Error::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.into(), source })
+    std::fs::write(&tmp, text).map_err(|source| Error::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })
 }

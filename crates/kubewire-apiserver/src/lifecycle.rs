@@ -22,18 +22,32 @@ use crate::registry::ResourceId;
 use crate::request::ResourceTarget;
 use crate::store::EventType;
 
-pub const BUILTIN_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const BUILTIN_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 fn resource(plural: &str, group: &str, version: &str) -> ResourceId {
     // The registry is static; these names are in it.
-    ResourceId::find(group, version, plural).unwrap_or_else(|| panic!("{plural} is not a served resource"))
+    ResourceId::find(group, version, plural)
+        .unwrap_or_else(|| panic!("{plural} is not a served resource"))
 }
 
 impl Api {
     /// Performs a request on behalf of the server itself. Boxed: deleting can garbage-collect
     /// dependents, which deletes again.
-    pub fn internal<'a>(&'a self, method: Method, r: ResourceId, namespace: Option<&'a str>, name: Option<&'a str>, sub: Option<&'a str>, body: Value) -> Pin<Box<dyn Future<Output = ApiResult> + Send + 'a>> {
-        let ct = if method == Method::PATCH { "application/merge-patch+json" } else { "application/json" };
+    pub fn internal<'a>(
+        &'a self,
+        method: Method,
+        r: ResourceId,
+        namespace: Option<&'a str>,
+        name: Option<&'a str>,
+        sub: Option<&'a str>,
+        body: Value,
+    ) -> Pin<Box<dyn Future<Output = ApiResult> + Send + 'a>> {
+        let ct = if method == Method::PATCH {
+            "application/merge-patch+json"
+        } else {
+            "application/json"
+        };
         Box::pin(self.handle(ApiRequest {
             method,
             target: ResourceTarget {
@@ -45,17 +59,35 @@ impl Api {
             query: Default::default(),
             content_type: Some(ct.to_string()),
             accept: None,
-            body: if body.is_null() { Bytes::new() } else { Bytes::from(body.to_string()) },
+            body: if body.is_null() {
+                Bytes::new()
+            } else {
+                Bytes::from(body.to_string())
+            },
         }))
     }
 }
 
 /// Creates the built-in namespaces and the `default/kubernetes` Service (with its Endpoints and
 /// EndpointSlice when the server has an address pods can reach) if they are missing.
-pub async fn ensure_builtins(api: &Api, service_cidrs: &[IpNet], advertise: Option<SocketAddr>) -> Result<(), String> {
+pub async fn ensure_builtins(
+    api: &Api,
+    service_cidrs: &[IpNet],
+    advertise: Option<SocketAddr>,
+) -> Result<(), String> {
     let namespaces = resource("namespaces", "", "v1");
     for ns in BUILTIN_NAMESPACES {
-        match api.internal(Method::POST, namespaces, None, None, None, json!({"metadata": {"name": ns}})).await {
+        match api
+            .internal(
+                Method::POST,
+                namespaces,
+                None,
+                None,
+                None,
+                json!({"metadata": {"name": ns}}),
+            )
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.code == 409 => {}
             Err(e) => return Err(format!("creating namespace {ns}: {e}")),
@@ -65,8 +97,14 @@ pub async fn ensure_builtins(api: &Api, service_cidrs: &[IpNet], advertise: Opti
     let port = advertise.map_or(6443, |a| a.port());
     // KEP-2438: the kubernetes Service is dual-stack when both families are configured, and
     // holds the first address of each service range.
-    let ips: Vec<String> = service_cidrs.iter().map(|c| crate::alloc::IpAllocator::new(*c).first().to_string()).collect();
-    let families: Vec<&str> = service_cidrs.iter().map(|c| if c.addr().is_ipv4() { "IPv4" } else { "IPv6" }).collect();
+    let ips: Vec<String> = service_cidrs
+        .iter()
+        .map(|c| crate::alloc::IpAllocator::new(*c).first().to_string())
+        .collect();
+    let families: Vec<&str> = service_cidrs
+        .iter()
+        .map(|c| if c.addr().is_ipv4() { "IPv4" } else { "IPv6" })
+        .collect();
     let svc = json!({
         "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
         "spec": {
@@ -79,7 +117,10 @@ pub async fn ensure_builtins(api: &Api, service_cidrs: &[IpNet], advertise: Opti
             "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
         }
     });
-    match api.internal(Method::POST, services, Some("default"), None, None, svc).await {
+    match api
+        .internal(Method::POST, services, Some("default"), None, None, svc)
+        .await
+    {
         Ok(_) => {}
         Err(e) if e.code == 409 => {}
         Err(e) => return Err(format!("creating service default/kubernetes: {e}")),
@@ -98,11 +139,36 @@ pub async fn ensure_builtins(api: &Api, service_cidrs: &[IpNet], advertise: Opti
         "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
         "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}],
     });
-    for (r, body) in [(resource("endpoints", "", "v1"), endpoints), (resource("endpointslices", "discovery.k8s.io", "v1"), slice)] {
-        let existing = api.internal(Method::GET, r, Some("default"), Some("kubernetes"), None, Value::Null).await;
+    for (r, body) in [
+        (resource("endpoints", "", "v1"), endpoints),
+        (resource("endpointslices", "discovery.k8s.io", "v1"), slice),
+    ] {
+        let existing = api
+            .internal(
+                Method::GET,
+                r,
+                Some("default"),
+                Some("kubernetes"),
+                None,
+                Value::Null,
+            )
+            .await;
         let result = match existing {
-            Ok(_) => api.internal(Method::PUT, r, Some("default"), Some("kubernetes"), None, body).await,
-            Err(_) => api.internal(Method::POST, r, Some("default"), None, None, body).await,
+            Ok(_) => {
+                api.internal(
+                    Method::PUT,
+                    r,
+                    Some("default"),
+                    Some("kubernetes"),
+                    None,
+                    body,
+                )
+                .await
+            }
+            Err(_) => {
+                api.internal(Method::POST, r, Some("default"), None, None, body)
+                    .await
+            }
         };
         result.map_err(|e| format!("writing default/kubernetes {}: {e}", r.info().plural))?;
     }
@@ -142,17 +208,32 @@ pub async fn run(api: Arc<Api>) {
 fn dependents_of(api: &Api, uid: &str) -> Vec<(ResourceId, String, String)> {
     let state = api.store().read();
     ResourceId::all()
-        .flat_map(|r| state.list(r, None).filter(|o| o.owner_uids.iter().any(|u| u == uid)).map(|o| (r, o.key.namespace.clone(), o.key.name.clone())).collect::<Vec<_>>())
+        .flat_map(|r| {
+            state
+                .list(r, None)
+                .filter(|o| o.owner_uids.iter().any(|u| u == uid))
+                .map(|o| (r, o.key.namespace.clone(), o.key.name.clone()))
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
 async fn delete_dependents(api: &Api, uid: &str) {
     for (r, ns, name) in dependents_of(api, uid) {
         let ns = (!ns.is_empty()).then_some(ns);
-        if let Err(e) = api.internal(Method::DELETE, r, ns.as_deref(), Some(&name), None, Value::Null).await {
-            if e.code != 404 {
-                tracing::warn!(error = %e, kind = r.info().kind, %name, "garbage collection failed");
-            }
+        if let Err(e) = api
+            .internal(
+                Method::DELETE,
+                r,
+                ns.as_deref(),
+                Some(&name),
+                None,
+                Value::Null,
+            )
+            .await
+            && e.code != 404
+        {
+            tracing::warn!(error = %e, kind = r.info().kind, %name, "garbage collection failed");
         }
     }
 }
@@ -161,11 +242,34 @@ async fn delete_dependents(api: &Api, uid: &str) {
 pub async fn orphan_dependents(api: &Api, uid: &str) {
     for (r, ns, name) in dependents_of(api, uid) {
         let ns = (!ns.is_empty()).then_some(ns);
-        let Ok(Reply::Json { body, .. }) = api.internal(Method::GET, r, ns.as_deref(), Some(&name), None, Value::Null).await else { continue };
-        let Ok(mut v) = serde_json::from_slice::<Value>(&body) else { continue };
-        let refs: Vec<Value> = v["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default().into_iter().filter(|r| r["uid"] != uid).collect();
+        let Ok(Reply::Json { body, .. }) = api
+            .internal(
+                Method::GET,
+                r,
+                ns.as_deref(),
+                Some(&name),
+                None,
+                Value::Null,
+            )
+            .await
+        else {
+            continue;
+        };
+        let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
+            continue;
+        };
+        let refs: Vec<Value> = v["metadata"]["ownerReferences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r["uid"] != uid)
+            .collect();
         v["metadata"]["ownerReferences"] = json!(refs);
-        if let Err(e) = api.internal(Method::PUT, r, ns.as_deref(), Some(&name), None, v).await {
+        if let Err(e) = api
+            .internal(Method::PUT, r, ns.as_deref(), Some(&name), None, v)
+            .await
+        {
             tracing::warn!(error = %e, %name, "orphaning dependent failed");
         }
     }
@@ -175,7 +279,9 @@ pub async fn orphan_dependents(api: &Api, uid: &str) {
 async fn collect_orphans(api: &Api) {
     let orphans: Vec<String> = {
         let state = api.store().read();
-        let uids: HashSet<&str> = ResourceId::all().flat_map(|r| state.list(r, None).map(|o| o.uid.as_str())).collect();
+        let uids: HashSet<&str> = ResourceId::all()
+            .flat_map(|r| state.list(r, None).map(|o| o.uid.as_str()))
+            .collect();
         ResourceId::all()
             .flat_map(|r| state.list(r, None))
             .flat_map(|o| o.owner_uids.iter())
@@ -205,15 +311,35 @@ async fn finish_terminating_namespaces(api: &Api) {
             let state = api.store().read();
             ResourceId::all()
                 .filter(|r| r.info().namespaced)
-                .flat_map(|r| state.list(r, Some(&ns)).map(move |o| (r, o.key.name.clone(), o.value()["metadata"]["deletionTimestamp"].is_string())).collect::<Vec<_>>())
+                .flat_map(|r| {
+                    state
+                        .list(r, Some(&ns))
+                        .map(move |o| {
+                            (
+                                r,
+                                o.key.name.clone(),
+                                o.value()["metadata"]["deletionTimestamp"].is_string(),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
                 .collect()
         };
         if contents.is_empty() {
             let body = json!({"metadata": {"name": ns}, "spec": {"finalizers": []}});
-            if let Err(e) = api.internal(Method::PUT, namespaces, None, Some(&ns), Some("finalize"), body).await {
-                if e.code != 404 {
-                    tracing::warn!(error = %e, namespace = %ns, "finalizing namespace failed");
-                }
+            if let Err(e) = api
+                .internal(
+                    Method::PUT,
+                    namespaces,
+                    None,
+                    Some(&ns),
+                    Some("finalize"),
+                    body,
+                )
+                .await
+                && e.code != 404
+            {
+                tracing::warn!(error = %e, namespace = %ns, "finalizing namespace failed");
             }
             continue;
         }
@@ -221,10 +347,12 @@ async fn finish_terminating_namespaces(api: &Api) {
             if deleting {
                 continue;
             }
-            if let Err(e) = api.internal(Method::DELETE, r, Some(&ns), Some(&name), None, Value::Null).await {
-                if e.code != 404 {
-                    tracing::warn!(error = %e, namespace = %ns, %name, "deleting namespace content failed");
-                }
+            if let Err(e) = api
+                .internal(Method::DELETE, r, Some(&ns), Some(&name), None, Value::Null)
+                .await
+                && e.code != 404
+            {
+                tracing::warn!(error = %e, namespace = %ns, %name, "deleting namespace content failed");
             }
         }
     }

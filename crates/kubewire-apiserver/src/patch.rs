@@ -87,10 +87,18 @@ enum ListStrategy {
 /// field names from the root, list indices left out).
 fn list_strategy(path: &[String], field: &str) -> ListStrategy {
     let parent = path.last().map(String::as_str);
-    let in_container = matches!(parent, Some("containers" | "initContainers" | "ephemeralContainers"));
+    let in_container = matches!(
+        parent,
+        Some("containers" | "initContainers" | "ephemeralContainers")
+    );
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env"
-        | "imagePullSecrets" | "resourceClaims" => ListStrategy::MergeByKey("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "resourceClaims" => ListStrategy::MergeByKey("name"),
         "volumeMounts" => ListStrategy::MergeByKey("mountPath"),
         "volumeDevices" => ListStrategy::MergeByKey("devicePath"),
         "hostAliases" => ListStrategy::MergeByKey("ip"),
@@ -138,7 +146,9 @@ fn merge_map(
             continue;
         }
         if let Some(field) = key.strip_prefix(DELETE_FROM) {
-            if let (Some(Value::Array(list)), Some(gone)) = (target.get_mut(field), value.as_array()) {
+            if let (Some(Value::Array(list)), Some(gone)) =
+                (target.get_mut(field), value.as_array())
+            {
                 list.retain(|v| !gone.contains(v));
             }
             continue;
@@ -211,7 +221,11 @@ fn merge_list(
             *target = patch
                 .iter()
                 .filter(|v| v.get("$patch").is_none())
-                .map(|v| v.as_object().map(|m| Value::Object(strip_directives(m))).unwrap_or_else(|| v.clone()))
+                .map(|v| {
+                    v.as_object()
+                        .map(|m| Value::Object(strip_directives(m)))
+                        .unwrap_or_else(|| v.clone())
+                })
                 .collect();
         }
         ListStrategy::MergeScalars => {
@@ -222,7 +236,10 @@ fn merge_list(
             }
         }
         ListStrategy::MergeByKey(merge_key) => {
-            if patch.iter().any(|v| v.get("$patch").and_then(Value::as_str) == Some("replace")) {
+            if patch
+                .iter()
+                .any(|v| v.get("$patch").and_then(Value::as_str) == Some("replace"))
+            {
                 target.clear();
             }
             for element in patch {
@@ -235,9 +252,8 @@ fn merge_list(
                     continue;
                 }
                 let id = p.get(*merge_key);
-                let existing = id.and_then(|id| {
-                    target.iter().position(|t| t.get(*merge_key) == Some(id))
-                });
+                let existing =
+                    id.and_then(|id| target.iter().position(|t| t.get(*merge_key) == Some(id)));
                 match (directive, existing) {
                     (Some("delete"), Some(i)) => {
                         target.remove(i);
@@ -258,7 +274,7 @@ fn merge_list(
 
 /// Orders `list` as `order` says (by merge key, or by value for scalars); elements the order
 /// does not name keep their relative order after the named ones.
-fn reorder(list: &mut Vec<Value>, order: &[Value], strategy: &ListStrategy) {
+fn reorder(list: &mut [Value], order: &[Value], strategy: &ListStrategy) {
     let id = |v: &Value| -> Value {
         match strategy {
             ListStrategy::MergeByKey(k) => v.get(*k).cloned().unwrap_or(Value::Null),
@@ -316,7 +332,10 @@ mod tests {
         let cs = &out["spec"]["template"]["spec"]["containers"];
         assert_eq!(cs[0]["name"], "b");
         assert_eq!(cs[1]["image"], "a:2");
-        assert_eq!(cs[1]["ports"], json!([{"containerPort": 80}, {"containerPort": 81}]));
+        assert_eq!(
+            cs[1]["ports"],
+            json!([{"containerPort": 80}, {"containerPort": 81}])
+        );
     }
 
     #[test]
@@ -335,7 +354,10 @@ mod tests {
         let out = smp(target, patch);
         assert_eq!(out["metadata"]["finalizers"], json!(["a", "b"]));
         assert_eq!(out["spec"]["args"], json!(["z"]));
-        let out = smp(out, json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}));
+        let out = smp(
+            out,
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+        );
         assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
     }
 
@@ -355,8 +377,15 @@ mod tests {
         assert_eq!(v, json!({"a": {"b": 2}, "l": [1, 2, 3]}));
         apply_patch(&mut v, &json!({"a": null, "l": [9]}), PatchType::Merge).unwrap();
         assert_eq!(v, json!({"l": [9]}));
-        let bad = apply_patch(&mut v, &json!([{"op": "test", "path": "/l/0", "value": 1}]), PatchType::Json);
+        let bad = apply_patch(
+            &mut v,
+            &json!([{"op": "test", "path": "/l/0", "value": 1}]),
+            PatchType::Json,
+        );
         assert!(matches!(bad, Err(PatchError::JsonPatchFailed(_))));
-        assert!(matches!(apply_patch(&mut v, &json!({"$bogus": 1}), PatchType::Strategic), Err(PatchError::UnknownDirective(_))));
+        assert!(matches!(
+            apply_patch(&mut v, &json!({"$bogus": 1}), PatchType::Strategic),
+            Err(PatchError::UnknownDirective(_))
+        ));
     }
 }

@@ -99,7 +99,11 @@ impl ResourceId {
 
 /// Decodes into the typed object (rejecting what does not decode, like kube's 400), defaults
 /// and validates it, and writes the defaulted object back.
-fn typed<K>(value: &mut Value, old: Option<&Value>, ctx: &admission::Context) -> Result<(), AdmitError>
+fn typed<K>(
+    value: &mut Value,
+    old: Option<&Value>,
+    ctx: &admission::Context,
+) -> Result<(), AdmitError>
 where
     K: DeserializeOwned + Serialize + admission::Admit,
 {
@@ -192,7 +196,10 @@ mod tests {
     #[test]
     fn storage_prefixes_are_unique_and_round_trip() {
         for r in ResourceId::all() {
-            assert_eq!(ResourceId::from_storage_prefix(&r.storage_prefix()), Some(r));
+            assert_eq!(
+                ResourceId::from_storage_prefix(&r.storage_prefix()),
+                Some(r)
+            );
         }
     }
 

@@ -13,9 +13,15 @@ pub enum Target {
     /// `/apis/{group}`.
     Group(String),
     /// `/api/v1` or `/apis/{group}/{version}`: the resources of one group version.
-    ResourceList { group: String, version: String },
+    ResourceList {
+        group: String,
+        version: String,
+    },
     OpenApiV3Root,
-    OpenApiV3 { group: String, version: String },
+    OpenApiV3 {
+        group: String,
+        version: String,
+    },
     OpenApiV2,
     Resource(ResourceTarget),
 }
@@ -33,7 +39,11 @@ pub fn parse_path(path: &str) -> Option<Target> {
     let segments: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .collect();
     let s: Vec<&str> = segments.iter().map(String::as_str).collect();
     match s.as_slice() {
@@ -42,18 +52,24 @@ pub fn parse_path(path: &str) -> Option<Target> {
         ["api"] => Some(Target::CoreVersions),
         ["apis"] => Some(Target::Groups),
         ["apis", group] => Some(Target::Group(group.to_string())),
-        ["api", "v1"] => Some(Target::ResourceList { group: String::new(), version: "v1".into() }),
-        ["apis", group, version] => {
-            Some(Target::ResourceList { group: group.to_string(), version: version.to_string() })
-        }
+        ["api", "v1"] => Some(Target::ResourceList {
+            group: String::new(),
+            version: "v1".into(),
+        }),
+        ["apis", group, version] => Some(Target::ResourceList {
+            group: group.to_string(),
+            version: version.to_string(),
+        }),
         ["openapi", "v2"] => Some(Target::OpenApiV2),
         ["openapi", "v3"] => Some(Target::OpenApiV3Root),
-        ["openapi", "v3", "api", "v1"] => {
-            Some(Target::OpenApiV3 { group: String::new(), version: "v1".into() })
-        }
-        ["openapi", "v3", "apis", group, version] => {
-            Some(Target::OpenApiV3 { group: group.to_string(), version: version.to_string() })
-        }
+        ["openapi", "v3", "api", "v1"] => Some(Target::OpenApiV3 {
+            group: String::new(),
+            version: "v1".into(),
+        }),
+        ["openapi", "v3", "apis", group, version] => Some(Target::OpenApiV3 {
+            group: group.to_string(),
+            version: version.to_string(),
+        }),
         ["api", "v1", rest @ ..] => parse_resource("", "v1", rest),
         ["apis", group, version, rest @ ..] => parse_resource(group, version, rest),
         _ => None,
@@ -72,7 +88,9 @@ fn parse_resource(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
     };
     match rest {
         // /namespaces/{ns}/{resource}[/{name}[/{sub}]] for namespaced kinds …
-        ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|r| r.info().namespaced) => {
+        ["namespaces", ns, plural, tail @ ..]
+            if find(plural).is_some_and(|r| r.info().namespaced) =>
+        {
             let r = find(plural)?;
             match tail {
                 [] => target(r, Some(ns), None, None),
@@ -131,7 +149,13 @@ mod tests {
     #[test]
     fn discovery_and_unknown() {
         assert_eq!(parse_path("/apis/apps"), Some(Target::Group("apps".into())));
-        assert_eq!(parse_path("/openapi/v3/apis/apps/v1"), Some(Target::OpenApiV3 { group: "apps".into(), version: "v1".into() }));
+        assert_eq!(
+            parse_path("/openapi/v3/apis/apps/v1"),
+            Some(Target::OpenApiV3 {
+                group: "apps".into(),
+                version: "v1".into()
+            })
+        );
         assert_eq!(parse_path("/api/v1/widgets"), None);
         assert_eq!(parse_path("/api/v1/namespaces/default/pods/a/b/c"), None);
         assert_eq!(parse_path("/api/v1/pods/name"), None);

@@ -35,7 +35,8 @@ pub struct Http {
 fn respond(code: u16, body: Bytes, content_type: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(body).boxed());
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -74,7 +75,11 @@ impl Http {
                             return;
                         }
                     },
-                    None => builder.serve_connection(TokioIo::new(stream), service).await,
+                    None => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
                 };
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "connection ended");
@@ -84,7 +89,9 @@ impl Http {
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(tokens) = &self.tokens else { return true };
+        let Some(tokens) = &self.tokens else {
+            return true;
+        };
         req.headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -102,15 +109,25 @@ impl Http {
             Some(Target::Health) => return respond(200, Bytes::from_static(b"ok"), "text/plain"),
             Some(Target::Resource(t)) => self.resource(req, t).await,
             Some(other) => match discovery_document(other, &self.server_address) {
-                Some(v) => Ok(Reply::Json { code: 200, body: Bytes::from(v.to_string()), warnings: vec![] }),
+                Some(v) => Ok(Reply::Json {
+                    code: 200,
+                    body: Bytes::from(v.to_string()),
+                    warnings: vec![],
+                }),
                 None => Err(ApiError::path_not_found()),
             },
         };
         match reply {
-            Ok(Reply::Json { code, body, warnings }) => {
+            Ok(Reply::Json {
+                code,
+                body,
+                warnings,
+            }) => {
                 let mut r = respond(code, body, "application/json");
                 for w in warnings {
-                    if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'"))) {
+                    if let Ok(v) =
+                        HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'")))
+                    {
                         r.headers_mut().append(header::WARNING, v);
                     }
                 }
@@ -118,47 +135,95 @@ impl Http {
             }
             Ok(Reply::Stream(rx)) => {
                 let stream = futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+                    rx.recv()
+                        .await
+                        .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
                 });
                 let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-cache, private"),
+                );
                 r
             }
             Err(e) => error_response(&e),
         }
     }
 
-    async fn resource(&self, req: Request<Incoming>, target: crate::request::ResourceTarget) -> crate::api::ApiResult {
+    async fn resource(
+        &self,
+        req: Request<Incoming>,
+        target: crate::request::ResourceTarget,
+    ) -> crate::api::ApiResult {
         let method = req.method().clone();
         let query: HashMap<String, String> = req
             .uri()
             .query()
-            .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
             .unwrap_or_default();
-        let header = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header = |name: header::HeaderName| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
         let content_type = header(header::CONTENT_TYPE);
         let accept = header(header::ACCEPT);
         if let Some(a) = &accept {
             // We speak JSON only; a client that accepts nothing else gets 406, as upstream.
             let acceptable = a.split(',').any(|t| {
                 let t = t.trim();
-                t.starts_with("application/json") || t.starts_with("*/*") || t.starts_with("application/*") || t.is_empty()
+                t.starts_with("application/json")
+                    || t.starts_with("*/*")
+                    || t.starts_with("application/*")
+                    || t.is_empty()
             });
             if !acceptable {
-                return Err(ApiError { code: 406, reason: "NotAcceptable", message: format!("only application/json is supported, not {a}"), details: None });
+                return Err(ApiError {
+                    code: 406,
+                    reason: "NotAcceptable",
+                    message: format!("only application/json is supported, not {a}"),
+                    details: None,
+                });
             }
         }
-        let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        let body = if matches!(
+            method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        ) {
             let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
             match limited.collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(e) => return Err(ApiError { code: 413, reason: "RequestEntityTooLarge", message: format!("request body: {e}"), details: None }),
+                Err(e) => {
+                    return Err(ApiError {
+                        code: 413,
+                        reason: "RequestEntityTooLarge",
+                        message: format!("request body: {e}"),
+                        details: None,
+                    });
+                }
             }
         } else {
             Bytes::new()
         };
-        self.api.handle(ApiRequest { method, target, query, content_type, accept, body }).await
+        self.api
+            .handle(ApiRequest {
+                method,
+                target,
+                query,
+                content_type,
+                accept,
+                body,
+            })
+            .await
     }
 }
 

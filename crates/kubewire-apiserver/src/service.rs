@@ -1,8 +1,8 @@
 //! ClusterIP and NodePort assignment for Services on create, update and delete.
 //!
-//! Runs after defaulting and validation. Requested values are reserved as given (or refused
-//! with the field at fault); missing ones are allocated; values a Service keeps across an update
-//! stay reserved. Reservations of a failed write are rolled back, and values an update or
+//! Runs after defaulting and validation (whose update defaulting carries a Service's values over
+//! a PUT that omits them). Requested values are reserved as given (or refused with the field at
+//! fault); missing ones are allocated; values a Service keeps across an update stay reserved. Reservations of a failed write are rolled back, and values an update or
 //! delete gives up are released only once the write is durable.
 
 use std::collections::BTreeSet;
@@ -85,10 +85,12 @@ fn held_ports(svc: &Value) -> BTreeSet<u16> {
         .filter_map(|p| u16::try_from(p["nodePort"].as_u64()?).ok())
         .filter(|p| *p != 0)
         .collect();
-    if let Some(hc) = spec["healthCheckNodePort"].as_u64().and_then(|p| u16::try_from(p).ok()) {
-        if hc != 0 {
-            out.insert(hc);
-        }
+    if let Some(hc) = spec["healthCheckNodePort"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        && hc != 0
+    {
+        out.insert(hc);
     }
     out
 }
@@ -142,23 +144,36 @@ pub fn release_all(api: &Api, r: ResourceId, svc: &Value) {
 }
 
 fn field_error(field: String, value: Value, detail: String) -> FieldError {
-    FieldError { field, kind: ErrorKind::Invalid, bad_value: Some(value), detail }
+    FieldError {
+        field,
+        kind: ErrorKind::Invalid,
+        bad_value: Some(value),
+        detail,
+    }
 }
 
 /// Fills in and reserves the ClusterIPs and NodePorts of a Service being written.
-pub fn allocate(api: &Api, r: ResourceId, svc: &mut Value, old: Option<&Value>) -> Result<Allocation, ApiError> {
+pub fn allocate(
+    api: &Api,
+    r: ResourceId,
+    svc: &mut Value,
+    old: Option<&Value>,
+) -> Result<Allocation, ApiError> {
     if !is_service(r) {
         return Ok(Allocation::default());
     }
-    let name = svc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let name = svc["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let mut alloc = Allocation::default();
     let mut errors = Vec::new();
     {
         let mut a = api.allocators.lock().unwrap_or_else(|p| p.into_inner());
         let old_ips = old.map(held_ips).unwrap_or_default();
         let old_ports = old.map(held_ports).unwrap_or_default();
-        assign_cluster_ips(&mut a, svc, old, &old_ips, &mut alloc, &mut errors);
-        assign_node_ports(&mut a, svc, old, &old_ports, &mut alloc, &mut errors);
+        assign_cluster_ips(&mut a, svc, &old_ips, &mut alloc, &mut errors);
+        assign_node_ports(&mut a, svc, &old_ports, &mut alloc, &mut errors);
         alloc.released_ips = old_ips.difference(&held_ips(svc)).copied().collect();
         alloc.released_ports = old_ports.difference(&held_ports(svc)).copied().collect();
     }
@@ -173,7 +188,6 @@ pub fn allocate(api: &Api, r: ResourceId, svc: &mut Value, old: Option<&Value>) 
 fn assign_cluster_ips(
     a: &mut ServiceAllocators,
     svc: &mut Value,
-    old: Option<&Value>,
     old_ips: &BTreeSet<IpAddr>,
     alloc: &mut Allocation,
     errors: &mut Vec<FieldError>,
@@ -185,12 +199,6 @@ fn assign_cluster_ips(
             m.remove("clusterIPs");
         }
         return;
-    }
-    // ClusterIPs are immutable: an update that leaves them out keeps the old ones.
-    if let Some(old) = old.filter(|o| o["spec"]["type"] != "ExternalName") {
-        if spec["clusterIPs"].as_array().is_none_or(|l| l.is_empty()) && spec["clusterIP"].as_str().is_none_or(str::is_empty) {
-            spec["clusterIPs"] = old["spec"]["clusterIPs"].clone();
-        }
     }
     if spec["clusterIP"] == "None" || spec["clusterIPs"][0] == "None" {
         spec["clusterIP"] = json!("None");
@@ -209,29 +217,41 @@ fn assign_cluster_ips(
         .flatten()
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect();
-    if requested.is_empty() {
-        if let Some(ip) = spec["clusterIP"].as_str().filter(|s| !s.is_empty()) {
-            requested.push(ip.to_string());
-        }
+    if requested.is_empty()
+        && let Some(ip) = spec["clusterIP"].as_str().filter(|s| !s.is_empty())
+    {
+        requested.push(ip.to_string());
     }
     let mut assigned = Vec::new();
     for (i, family) in families.iter().enumerate() {
         let field = format!("spec.clusterIPs[{i}]");
         let Some(allocator) = a.for_family(family) else {
-            errors.push(field_error("spec.ipFamilies".into(), json!(family), format!("{family} is not configured on this cluster")));
+            errors.push(field_error(
+                "spec.ipFamilies".into(),
+                json!(family),
+                format!("{family} is not configured on this cluster"),
+            ));
             continue;
         };
         match requested.get(i).filter(|s| !s.is_empty()) {
             Some(text) => {
                 let Ok(ip) = text.parse::<IpAddr>() else {
-                    errors.push(field_error(field, json!(text), "must be a valid IP address".into()));
+                    errors.push(field_error(
+                        field,
+                        json!(text),
+                        "must be a valid IP address".into(),
+                    ));
                     continue;
                 };
                 if !old_ips.contains(&ip) {
                     match allocator.allocate(ip) {
                         Ok(()) => alloc.reserved_ips.push(ip),
                         Err(e) => {
-                            errors.push(field_error(field, json!(text), format!("failed to allocate IP {ip}: {e}")));
+                            errors.push(field_error(
+                                field,
+                                json!(text),
+                                format!("failed to allocate IP {ip}: {e}"),
+                            ));
                             continue;
                         }
                     }
@@ -243,7 +263,11 @@ fn assign_cluster_ips(
                     alloc.reserved_ips.push(ip);
                     assigned.push(ip.to_string());
                 }
-                Err(e) => errors.push(field_error(field, Value::Null, format!("failed to allocate a serviceIP: {e}"))),
+                Err(e) => errors.push(field_error(
+                    field,
+                    Value::Null,
+                    format!("failed to allocate a serviceIP: {e}"),
+                )),
             },
         }
     }
@@ -264,7 +288,6 @@ fn wants_node_ports(spec: &Value) -> bool {
 fn assign_node_ports(
     a: &mut ServiceAllocators,
     svc: &mut Value,
-    old: Option<&Value>,
     old_ports: &BTreeSet<u16>,
     alloc: &mut Allocation,
     errors: &mut Vec<FieldError>,
@@ -272,7 +295,11 @@ fn assign_node_ports(
     let spec = &mut svc["spec"];
     let service_type = spec["type"].as_str().unwrap_or("ClusterIP").to_string();
     let need = wants_node_ports(spec);
-    let reserve = |a: &mut ServiceAllocators, port: u16, field: String, alloc: &mut Allocation, errors: &mut Vec<FieldError>| {
+    let reserve = |a: &mut ServiceAllocators,
+                   port: u16,
+                   field: String,
+                   alloc: &mut Allocation,
+                   errors: &mut Vec<FieldError>| {
         if old_ports.contains(&port) || alloc.reserved_ports.contains(&port) {
             return true;
         }
@@ -287,28 +314,30 @@ fn assign_node_ports(
             }
         }
     };
-    let old_node_port = |port: &Value| -> Option<u64> {
-        old?["spec"]["ports"].as_array()?.iter().find(|p| p["port"] == port["port"] && p["protocol"] == port["protocol"])?["nodePort"].as_u64()
-    };
     let count = spec["ports"].as_array().map_or(0, Vec::len);
     for i in 0..count {
         let port = &mut spec["ports"][i];
         let field = format!("spec.ports[{i}].nodePort");
         let given = port["nodePort"].as_u64().filter(|p| *p != 0);
-        if !need && !(service_type == "LoadBalancer" && given.is_some()) {
+        // A LoadBalancer without allocated node ports keeps the ones its user asked for.
+        let keep = need || (service_type == "LoadBalancer" && given.is_some());
+        if !keep {
             if let Some(m) = port.as_object_mut() {
                 m.remove("nodePort");
             }
             continue;
         }
-        let wanted = given.or_else(|| if need { old_node_port(port) } else { None });
-        match wanted {
+        match given {
             Some(p) => match u16::try_from(p) {
                 Ok(p) => {
                     reserve(a, p, field, alloc, errors);
                     port["nodePort"] = json!(p);
                 }
-                Err(_) => errors.push(field_error(field, json!(p), "must be between 1 and 65535, inclusive".into())),
+                Err(_) => errors.push(field_error(
+                    field,
+                    json!(p),
+                    "must be between 1 and 65535, inclusive".into(),
+                )),
             },
             None => match a.node_ports.allocate_next(&mut rand::rng()) {
                 Ok(p) => {
@@ -319,22 +348,30 @@ fn assign_node_ports(
             },
         }
     }
-    let needs_health_check = service_type == "LoadBalancer" && spec["externalTrafficPolicy"] == "Local";
+    let needs_health_check =
+        service_type == "LoadBalancer" && spec["externalTrafficPolicy"] == "Local";
     if needs_health_check {
         let given = spec["healthCheckNodePort"].as_u64().filter(|p| *p != 0);
-        let kept = old.and_then(|o| o["spec"]["healthCheckNodePort"].as_u64()).filter(|p| *p != 0);
-        match given.or(kept).map(u16::try_from) {
+        match given.map(u16::try_from) {
             Some(Ok(p)) => {
                 reserve(a, p, "spec.healthCheckNodePort".into(), alloc, errors);
                 spec["healthCheckNodePort"] = json!(p);
             }
-            Some(Err(_)) => errors.push(field_error("spec.healthCheckNodePort".into(), spec["healthCheckNodePort"].clone(), "must be between 1 and 65535, inclusive".into())),
+            Some(Err(_)) => errors.push(field_error(
+                "spec.healthCheckNodePort".into(),
+                spec["healthCheckNodePort"].clone(),
+                "must be between 1 and 65535, inclusive".into(),
+            )),
             None => match a.node_ports.allocate_next(&mut rand::rng()) {
                 Ok(p) => {
                     alloc.reserved_ports.push(p);
                     spec["healthCheckNodePort"] = json!(p);
                 }
-                Err(e) => errors.push(field_error("spec.healthCheckNodePort".into(), Value::Null, e.to_string())),
+                Err(e) => errors.push(field_error(
+                    "spec.healthCheckNodePort".into(),
+                    Value::Null,
+                    e.to_string(),
+                )),
             },
         }
     } else if let Some(m) = spec.as_object_mut() {

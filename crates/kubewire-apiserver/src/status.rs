@@ -16,7 +16,12 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     fn with_details(mut self, r: &ResourceType, name: &str) -> Self {
@@ -41,12 +46,20 @@ impl ApiError {
     }
 
     pub fn not_found(r: &ResourceType, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", r.qualified_resource()))
-            .with_details(r, name)
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", r.qualified_resource()),
+        )
+        .with_details(r, name)
     }
 
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
@@ -54,15 +67,22 @@ impl ApiError {
     }
 
     pub fn already_exists(r: &ResourceType, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", r.qualified_resource()))
-            .with_details(r, name)
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", r.qualified_resource()),
+        )
+        .with_details(r, name)
     }
 
     pub fn conflict(r: &ResourceType, name: &str, why: &str) -> Self {
         Self::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{name}\": {why}", r.qualified_resource()),
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                r.qualified_resource()
+            ),
         )
         .with_details(r, name)
     }
@@ -72,7 +92,13 @@ impl ApiError {
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type:?})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type:?})"
+            ),
+        )
     }
 
     /// `422 Invalid` with every offending field, as kubectl prints them.
@@ -81,10 +107,22 @@ impl ApiError {
             .iter()
             .map(|e| json!({"reason": e.reason(), "message": e.message(), "field": e.field}))
             .collect();
-        let summary = errors.iter().map(|e| format!("{}: {}", e.field, e.message())).collect::<Vec<_>>();
-        let summary = if summary.len() == 1 { summary[0].clone() } else { format!("[{}]", summary.join(", ")) };
-        let mut err = Self::new(422, "Invalid", format!("{} \"{name}\" is invalid: {summary}", r.kind));
-        err.details = Some(json!({"name": name, "group": r.group, "kind": r.kind, "causes": causes}));
+        let summary = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message()))
+            .collect::<Vec<_>>();
+        let summary = if summary.len() == 1 {
+            summary[0].clone()
+        } else {
+            format!("[{}]", summary.join(", "))
+        };
+        let mut err = Self::new(
+            422,
+            "Invalid",
+            format!("{} \"{name}\" is invalid: {summary}", r.kind),
+        );
+        err.details =
+            Some(json!({"name": name, "group": r.group, "kind": r.kind, "causes": causes}));
         err
     }
 

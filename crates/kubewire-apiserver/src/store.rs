@@ -32,7 +32,9 @@ pub enum StoreError {
     AlreadyExists,
     #[error("object not found")]
     NotFound,
-    #[error("the object has been modified; please apply your changes to the latest version and try again")]
+    #[error(
+        "the object has been modified; please apply your changes to the latest version and try again"
+    )]
     Conflict,
     #[error("too old resource version: {requested} ({oldest})")]
     Expired { requested: u64, oldest: u64 },
@@ -322,7 +324,10 @@ impl Store {
                     for entry in table.iter().map_err(storage_err)? {
                         let (k, v) = entry.map_err(storage_err)?;
                         let Some(key) = ObjectKey::parse_db_key(k.value()) else {
-                            tracing::warn!(key = k.value(), "skipping stored object of unknown kind");
+                            tracing::warn!(
+                                key = k.value(),
+                                "skipping stored object of unknown kind"
+                            );
                             continue;
                         };
                         let json = Bytes::copy_from_slice(v.value());
@@ -520,11 +525,7 @@ fn check(precondition: Precondition, current: Option<&Arc<Object>>) -> Result<()
 }
 
 /// Turns a write into the event it will commit, with `rv` stamped into the object.
-fn prepare(
-    write: Write,
-    current: Option<&Arc<Object>>,
-    rv: u64,
-) -> Result<Arc<Event>, StoreError> {
+fn prepare(write: Write, current: Option<&Arc<Object>>, rv: u64) -> Result<Arc<Event>, StoreError> {
     match write {
         Write::Put {
             key,

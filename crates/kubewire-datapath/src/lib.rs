@@ -15,6 +15,8 @@
 mod error;
 mod netlink;
 mod netns;
+pub mod bridge;
+pub mod overlay;
 pub mod sysctl;
 pub mod testutil;
 

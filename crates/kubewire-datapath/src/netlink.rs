@@ -61,7 +61,7 @@ impl FromStr for Mac {
 }
 
 impl Mac {
-    fn from_slice(b: &[u8]) -> Option<Mac> {
+    pub(crate) fn from_slice(b: &[u8]) -> Option<Mac> {
         <[u8; 6]>::try_from(b).ok().map(Mac)
     }
 }
@@ -153,8 +153,8 @@ pub struct Neighbour {
 /// whatever thread uses it later. Do not use it from inside an async runtime (it runs its own
 /// `current_thread` runtime); from async code, use `spawn_blocking` or a dedicated thread.
 pub struct Netlink {
-    rt: Runtime,
-    handle: Handle,
+    pub(crate) rt: Runtime,
+    pub(crate) handle: Handle,
 }
 
 impl fmt::Debug for Netlink {
@@ -382,48 +382,12 @@ impl Netlink {
             .rt
             .block_on(self.handle.route().get(query).execute().try_collect())
             .map_err(|e| Error::netlink("dump routes", e))?;
-        let mut out = Vec::new();
-        for m in msgs {
-            let mut t = u32::from(m.header.table);
-            let mut dst = None;
-            let mut gateway = None;
-            let mut oif = None;
-            for a in &m.attributes {
-                match a {
-                    RouteAttribute::Table(x) => t = *x,
-                    RouteAttribute::Destination(addr) => dst = route_ip(addr),
-                    RouteAttribute::Gateway(addr) => gateway = route_ip(addr),
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    _ => {}
-                }
-            }
-            if t != table || m.header.kind != netlink_packet_route::route::RouteType::Unicast {
-                continue;
-            }
-            let unspecified = if v6 {
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-            } else {
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-            };
-            let Ok(dst) = IpNet::new(
-                dst.unwrap_or(unspecified),
-                m.header.destination_prefix_length,
-            ) else {
-                continue;
-            };
-            out.push(Route {
-                dst,
-                gateway,
-                oif,
-                scope_link: m.header.scope == RouteScope::Link,
-                onlink: m
-                    .header
-                    .flags
-                    .contains(netlink_packet_route::route::RouteFlags::Onlink),
-                table: t,
-            });
-        }
-        Ok(out)
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.kind == netlink_packet_route::route::RouteType::Unicast)
+            .filter_map(|m| route_from(m, v6))
+            .filter(|r| r.table == table)
+            .collect())
     }
 
     // ---- neighbours ----
@@ -482,6 +446,44 @@ impl Netlink {
     }
 }
 
+/// The route a dumped message describes (any type; callers filter), `None` when malformed.
+pub(crate) fn route_from(m: &RouteMessage, v6: bool) -> Option<Route> {
+    let mut table = u32::from(m.header.table);
+    let mut dst = None;
+    let mut gateway = None;
+    let mut oif = None;
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Table(x) => table = *x,
+            RouteAttribute::Destination(addr) => dst = route_ip(addr),
+            RouteAttribute::Gateway(addr) => gateway = route_ip(addr),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
+        }
+    }
+    let unspecified = if v6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
+    let dst = IpNet::new(
+        dst.unwrap_or(unspecified),
+        m.header.destination_prefix_length,
+    )
+    .ok()?;
+    Some(Route {
+        dst,
+        gateway,
+        oif,
+        scope_link: m.header.scope == RouteScope::Link,
+        onlink: m
+            .header
+            .flags
+            .contains(netlink_packet_route::route::RouteFlags::Onlink),
+        table,
+    })
+}
+
 fn route_ip(addr: &RouteAddress) -> Option<IpAddr> {
     match addr {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
@@ -490,7 +492,7 @@ fn route_ip(addr: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-fn route_message(route: &Route) -> Result<RouteMessage> {
+pub(crate) fn route_message(route: &Route) -> Result<RouteMessage> {
     let mut b = RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(route.dst.network(), route.dst.prefix_len())
         .map_err(|e| Error::Invalid(e.to_string()))?;
@@ -516,7 +518,7 @@ fn route_message(route: &Route) -> Result<RouteMessage> {
     Ok(b.build())
 }
 
-fn link_from(m: &netlink_packet_route::link::LinkMessage) -> Link {
+pub(crate) fn link_from(m: &netlink_packet_route::link::LinkMessage) -> Link {
     let mut link = Link {
         index: m.header.index,
         name: String::new(),

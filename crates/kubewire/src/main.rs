@@ -10,8 +10,13 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
 #[derive(Parser)]
-#[command(name = "kubewire", version, about = "The Kubernetes network, in one binary", long_about = "The Kubernetes network, in one binary: an embedded API server, and (as they land) the \
-controller, node agent, CNI plugin, cluster DNS, gateway and a local multi-node lab.")]
+#[command(
+    name = "kubewire",
+    version,
+    about = "The Kubernetes network, in one binary",
+    long_about = "The Kubernetes network, in one binary: an embedded API server, and (as they land) the \
+controller, node agent, CNI plugin, cluster DNS, gateway and a local multi-node lab."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -71,9 +76,17 @@ struct ApiserverArgs {
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?} is not a range like 30000-32767"))?;
-    let a: u16 = a.trim().parse().map_err(|_| format!("{a:?} is not a port number"))?;
-    let b: u16 = b.trim().parse().map_err(|_| format!("{b:?} is not a port number"))?;
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not a range like 30000-32767"))?;
+    let a: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?} is not a port number"))?;
+    let b: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not a port number"))?;
     if a == 0 || a > b {
         return Err(format!("{s:?} is not a range of ports from low to high"));
     }
@@ -93,7 +106,12 @@ async fn apiserver(args: ApiserverArgs) -> Result<()> {
     config.watch_history = args.watch_history;
     let server = kubewire_apiserver::Server::start(config)
         .await
-        .with_context(|| format!("starting the API server with data dir {}", args.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "starting the API server with data dir {}",
+                args.data_dir.display()
+            )
+        })?;
     let kubeconfig = server.kubeconfig_path().display().to_string();
     eprintln!("kubewire apiserver listening on {}", server.local_addr());
     eprintln!("  kubectl: export KUBECONFIG={kubeconfig}");
@@ -104,7 +122,9 @@ async fn apiserver(args: ApiserverArgs) -> Result<()> {
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -123,7 +143,13 @@ fn main() {
     });
     if let Err(e) = result {
         // One clear line: the chain of causes, outermost first.
-        eprintln!("error: {}", e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": "));
+        eprintln!(
+            "error: {}",
+            e.chain()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(": ")
+        );
         std::process::exit(1);
     }
 }

@@ -13,7 +13,9 @@ use serde_json::json;
 
 async fn client(server: &ApiServer) -> kube::Client {
     let kc = Kubeconfig::read_from(server.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
     kube::Client::try_from(config).unwrap()
 }
 
@@ -38,9 +40,14 @@ async fn acknowledged_writes_survive_kill_9() {
         tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0.. {
-                let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("cm{i}")}})).unwrap();
+                let cm: ConfigMap =
+                    serde_json::from_value(json!({"metadata": {"name": format!("cm{i}")}}))
+                        .unwrap();
                 match cms.create(&PostParams::default(), &cm).await {
-                    Ok(c) => acked.push((c.metadata.name.unwrap(), c.metadata.resource_version.unwrap())),
+                    Ok(c) => acked.push((
+                        c.metadata.name.unwrap(),
+                        c.metadata.resource_version.unwrap(),
+                    )),
                     Err(_) => break,
                 }
             }
@@ -50,25 +57,56 @@ async fn acknowledged_writes_survive_kill_9() {
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     server.kill9();
     let acked = writer.await.unwrap();
-    assert!(acked.len() > 10, "the writer made progress before the crash");
-    let last_rv: u64 = acked.iter().map(|(_, rv)| rv.parse::<u64>().unwrap()).max().unwrap();
+    assert!(
+        acked.len() > 10,
+        "the writer made progress before the crash"
+    );
+    let last_rv: u64 = acked
+        .iter()
+        .map(|(_, rv)| rv.parse::<u64>().unwrap())
+        .max()
+        .unwrap();
 
     let server = ApiServer::start(dir.path(), &["--service-cluster-ip-range", "10.96.0.0/26"]);
     let c = client(&server).await;
     let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
     for (name, rv) in &acked {
-        let got = cms.get(name).await.unwrap_or_else(|e| panic!("{name} acknowledged but lost: {e}"));
+        let got = cms
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("{name} acknowledged but lost: {e}"));
         assert_eq!(got.metadata.resource_version.as_deref(), Some(rv.as_str()));
     }
-    let after: ConfigMap = cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "after"}})).unwrap()).await.unwrap();
-    assert!(after.metadata.resource_version.unwrap().parse::<u64>().unwrap() > last_rv, "resourceVersions keep increasing");
+    let after: ConfigMap = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "after"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        after
+            .metadata
+            .resource_version
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > last_rv,
+        "resourceVersions keep increasing"
+    );
     // New Services never get an address or port held before the crash.
     let svcs: Api<Service> = Api::namespaced(c, "default");
     for i in 0..20 {
         let svc: Service = serde_json::from_value(json!({"metadata": {"name": format!("n{i}")}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}})).unwrap();
         let s = svcs.create(&PostParams::default(), &svc).await.unwrap();
         let spec = s.spec.unwrap();
-        assert!(!before.contains(&spec.cluster_ip.clone().unwrap()), "ClusterIP reused");
-        assert!(!before.contains(&spec.ports.unwrap()[0].node_port.unwrap().to_string()), "NodePort reused");
+        assert!(
+            !before.contains(&spec.cluster_ip.clone().unwrap()),
+            "ClusterIP reused"
+        );
+        assert!(
+            !before.contains(&spec.ports.unwrap()[0].node_port.unwrap().to_string()),
+            "NodePort reused"
+        );
     }
 }

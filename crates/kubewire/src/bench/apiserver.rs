@@ -30,7 +30,11 @@ pub struct Options {
 fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -58,15 +62,31 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {per_sec}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     bar.set_message(what.to_string());
     bar
 }
 
 /// Creates `total` objects with `clients` concurrent clients; returns creates per second.
-async fn create_many<K, F>(api: &Api<K>, total: usize, clients: usize, what: &str, make: F) -> Result<f64>
+async fn create_many<K, F>(
+    api: &Api<K>,
+    total: usize,
+    clients: usize,
+    what: &str,
+    make: F,
+) -> Result<f64>
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug + Send + Sync + 'static,
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
     F: Fn(usize) -> K + Send + Sync + Copy + 'static,
 {
     let bar = progress(total, what);
@@ -91,10 +111,13 @@ where
 pub async fn run(opts: Options) -> Result<()> {
     let dir = tempfile::tempdir().context("creating a scratch data dir")?;
     let config = kubewire_apiserver::Config::new("127.0.0.1:0".parse()?, dir.path());
-    let server = kubewire_apiserver::Server::start(config).await.context("starting the API server")?;
+    let server = kubewire_apiserver::Server::start(config)
+        .await
+        .context("starting the API server")?;
     let kubeconfig = Kubeconfig::read_from(server.kubeconfig_path())?;
     tokio::spawn(server.run());
-    let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    let client_config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     let client = kube::Client::try_from(client_config)?;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for ns in ["seq", "par", "list", "fanout"] {
@@ -102,21 +125,41 @@ pub async fn run(opts: Options) -> Result<()> {
         n.metadata.name = Some(ns.to_string());
         namespaces.create(&PostParams::default(), &n).await?;
     }
-    println!("kubewire bench apiserver (data in {}, every write fsynced before it is acknowledged)\n", dir.path().display());
+    println!(
+        "kubewire bench apiserver (data in {}, every write fsynced before it is acknowledged)\n",
+        dir.path().display()
+    );
     println!("{:<44} {:>14} {:>12}", "measure", "result", "goal");
 
     let seq: Api<ConfigMap> = Api::namespaced(client.clone(), "seq");
-    let rate = create_many(&seq, opts.creates, 1, "sequential creates", |i| config_map(format!("cm-{i}"))).await?;
-    println!("{:<44} {:>12.0}/s {:>12}", "durable creates, 1 client", rate, "");
+    let rate = create_many(&seq, opts.creates, 1, "sequential creates", |i| {
+        config_map(format!("cm-{i}"))
+    })
+    .await?;
+    println!(
+        "{:<44} {:>12.0}/s {:>12}",
+        "durable creates, 1 client", rate, ""
+    );
     let par: Api<ConfigMap> = Api::namespaced(client.clone(), "par");
-    let rate = create_many(&par, opts.creates * 2, 16, "concurrent creates", |i| config_map(format!("cm-{i}"))).await?;
-    println!("{:<44} {:>12.0}/s {:>12}", "durable creates, 16 clients (group commit)", rate, "≥ 1000/s");
+    let rate = create_many(&par, opts.creates * 2, 16, "concurrent creates", |i| {
+        config_map(format!("cm-{i}"))
+    })
+    .await?;
+    println!(
+        "{:<44} {:>12.0}/s {:>12}",
+        "durable creates, 16 clients (group commit)", rate, "≥ 1000/s"
+    );
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "list");
     let before = rss_kib("VmRSS:");
     let rate = create_many(&pods, opts.pods, 64, "seeding pods", pod).await?;
     let stored = rss_kib("VmRSS:").saturating_sub(before);
-    println!("{:<44} {:>12.0}/s {:>12}", format!("pod creates, 64 clients ({} pods)", opts.pods), rate, "");
+    println!(
+        "{:<44} {:>12.0}/s {:>12}",
+        format!("pod creates, 64 clients ({} pods)", opts.pods),
+        rate,
+        ""
+    );
     let mut list_times = Vec::new();
     let mut list_bytes = 0;
     let hwm_before = rss_kib("VmHWM:");
@@ -128,23 +171,70 @@ pub async fn run(opts: Options) -> Result<()> {
         list_bytes = text.len();
     }
     list_times.sort();
-    println!("{:<44} {:>12.0}ms {:>12}", format!("list {} pods ({} MiB), best of 3", opts.pods, list_bytes >> 20), list_times[0].as_secs_f64() * 1e3, "≤ 1000ms");
-    println!("{:<44} {:>12}MiB {:>12}", "  memory to hold them (process RSS growth)", stored >> 10, "");
-    println!("{:<44} {:>12}MiB {:>12}", "  peak extra memory while listing", rss_kib("VmHWM:").saturating_sub(hwm_before) >> 10, "");
+    println!(
+        "{:<44} {:>12.0}ms {:>12}",
+        format!(
+            "list {} pods ({} MiB), best of 3",
+            opts.pods,
+            list_bytes >> 20
+        ),
+        list_times[0].as_secs_f64() * 1e3,
+        "≤ 1000ms"
+    );
+    println!(
+        "{:<44} {:>12}MiB {:>12}",
+        "  memory to hold them (process RSS growth)",
+        stored >> 10,
+        ""
+    );
+    println!(
+        "{:<44} {:>12}MiB {:>12}",
+        "  peak extra memory while listing",
+        rss_kib("VmHWM:").saturating_sub(hwm_before) >> 10,
+        ""
+    );
 
     let (p50, p99, seen) = watch_fanout(&client, opts.watchers, opts.writes).await?;
-    println!("{:<44} {:>12.1}ms {:>12}", format!("watch delay p50 ({} watchers, {} writes)", opts.watchers, opts.writes), p50.as_secs_f64() * 1e3, "");
-    println!("{:<44} {:>12.1}ms {:>12}", "watch delay p99 (acknowledged → delivered)", p99.as_secs_f64() * 1e3, "≤ 50ms");
-    println!("{:<44} {:>14} {:>12}", "events delivered", seen, opts.watchers * opts.writes);
+    println!(
+        "{:<44} {:>12.1}ms {:>12}",
+        format!(
+            "watch delay p50 ({} watchers, {} writes)",
+            opts.watchers, opts.writes
+        ),
+        p50.as_secs_f64() * 1e3,
+        ""
+    );
+    println!(
+        "{:<44} {:>12.1}ms {:>12}",
+        "watch delay p99 (acknowledged → delivered)",
+        p99.as_secs_f64() * 1e3,
+        "≤ 50ms"
+    );
+    println!(
+        "{:<44} {:>14} {:>12}",
+        "events delivered",
+        seen,
+        opts.watchers * opts.writes
+    );
     Ok(())
 }
 
 /// Starts `watchers` watches, makes `writes` creates with 16 writers, and returns the p50 and
 /// p99 delay from each create's acknowledgement to its delivery at each watcher.
-async fn watch_fanout(client: &kube::Client, watchers: usize, writes: usize) -> Result<(Duration, Duration, usize)> {
+async fn watch_fanout(
+    client: &kube::Client,
+    watchers: usize,
+    writes: usize,
+) -> Result<(Duration, Duration, usize)> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "fanout");
-    let rv = api.list_metadata(&Default::default()).await?.metadata.resource_version.unwrap_or_default();
-    let received: Arc<Mutex<Vec<(String, Instant)>>> = Arc::new(Mutex::new(Vec::with_capacity(watchers * writes)));
+    let rv = api
+        .list_metadata(&Default::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let received: Arc<Mutex<Vec<(String, Instant)>>> =
+        Arc::new(Mutex::new(Vec::with_capacity(watchers * writes)));
     let mut tasks = Vec::new();
     for _ in 0..watchers {
         let api = api.clone();
@@ -162,10 +252,14 @@ async fn watch_fanout(client: &kube::Client, watchers: usize, writes: usize) -> 
                     }
                 }
             }
-            received.lock().unwrap_or_else(|p| p.into_inner()).extend(local);
+            received
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(local);
         }));
     }
-    let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(writes)));
+    let acked: Arc<Mutex<HashMap<String, Instant>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(writes)));
     let bar = progress(writes, "watched writes");
     futures::stream::iter(0..writes)
         .map(|i| {
@@ -174,8 +268,12 @@ async fn watch_fanout(client: &kube::Client, watchers: usize, writes: usize) -> 
             let bar = bar.clone();
             async move {
                 let name = format!("w-{i}");
-                api.create(&PostParams::default(), &config_map(name.clone())).await?;
-                acked.lock().unwrap_or_else(|p| p.into_inner()).insert(name, Instant::now());
+                api.create(&PostParams::default(), &config_map(name.clone()))
+                    .await?;
+                acked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name, Instant::now());
                 bar.inc(1);
                 Ok::<_, kube::Error>(())
             }
@@ -194,5 +292,9 @@ async fn watch_fanout(client: &kube::Client, watchers: usize, writes: usize) -> 
         .filter_map(|(name, at)| Some(at.saturating_duration_since(*acked.get(name)?)))
         .collect();
     delays.sort();
-    Ok((percentile(&delays, 0.5), percentile(&delays, 0.99), received.len()))
+    Ok((
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.99),
+        received.len(),
+    ))
 }

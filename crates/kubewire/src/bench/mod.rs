@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 pub fn cni(pods: usize) -> Result<()> {
     println!("kubewire bench cni: {pods} pods, real plugin binary, fresh network namespaces");
     for parallel in [1, 8] {
-        let report = kubewire_cni::bench_add_del(pods, parallel).context("running the CNI benchmark")?;
+        let report =
+            kubewire_cni::bench_add_del(pods, parallel).context("running the CNI benchmark")?;
         println!("{report}");
     }
     println!("goal: ADD p50 ≤ 20 ms (published: bridge plugin ~200 ms, Calico ~150 ms)");

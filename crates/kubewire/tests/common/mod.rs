@@ -38,7 +38,11 @@ impl ApiServer {
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let addr = addr.unwrap_or_else(|| panic!("apiserver exited: {:?}", child.wait()));
-        Self { child, addr, data_dir: data_dir.to_path_buf() }
+        Self {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        }
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -61,9 +65,16 @@ impl Drop for ApiServer {
 
 /// Whether a required external tool is present; under `CI=true` its absence fails the test.
 pub fn have_tool(name: &str) -> bool {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().is_ok_and(|o| o.status.success());
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !found {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{name} is required under CI=true (install it in .ci/run)");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name} is required under CI=true (install it in .ci/run)"
+        );
         eprintln!("skipping: {name} is not installed");
     }
     found
