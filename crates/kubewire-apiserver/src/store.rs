@@ -23,6 +23,8 @@ use crate::registry::ResourceId;
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_RV: &str = "resourceVersion";
+/// redb page cache; its default (1 GiB) would only duplicate what memory already holds.
+const REDB_CACHE: usize = 64 * 1024 * 1024;
 /// How many writes one redb transaction takes at most.
 const MAX_GROUP: usize = 1024;
 
@@ -298,7 +300,11 @@ impl Store {
     /// Opens (or creates) the store in `dir` and loads every object into memory.
     pub fn open(dir: &Path, history_limit: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(storage_err)?;
-        let db = Database::create(dir.join("store.redb")).map_err(storage_err)?;
+        // Every object is also held in memory, so redb's page cache only has to serve writes.
+        let db = Database::builder()
+            .set_cache_size(REDB_CACHE)
+            .create(dir.join("store.redb"))
+            .map_err(storage_err)?;
         let mut state = State {
             objects: HashMap::new(),
             resource_version: 0,

@@ -359,6 +359,28 @@ async fn every_kind_supports_every_verb() {
             patched.metadata.labels.as_ref().unwrap()["patched"],
             "merge"
         );
+        let strategic = api
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"metadata": {"labels": {"patched": "strategic"}}})),
+            )
+            .await;
+        if group.ends_with("networking.k8s.io")
+            && (group.starts_with("gateway") || group.starts_with("policy"))
+        {
+            // Like CRDs upstream: no Go struct metadata, so no strategic merge.
+            assert!(
+                matches!(strategic, Err(kube::Error::Api(ref s)) if s.code == 415),
+                "{kind}: {strategic:?}"
+            );
+        } else {
+            assert_eq!(
+                strategic.unwrap().metadata.labels.unwrap()["patched"],
+                "strategic",
+                "{kind}"
+            );
+        }
         let patched = api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(serde_json::from_value(json!([{"op": "add", "path": "/metadata/annotations", "value": {"j": "son"}}])).unwrap())).await.unwrap();
         assert_eq!(patched.metadata.annotations.as_ref().unwrap()["j"], "son");
 
@@ -538,6 +560,36 @@ async fn kube_runtime_reflector_follows_changes() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    task.abort();
+}
+
+#[tokio::test]
+async fn streaming_list_watch_sends_initial_events_then_a_bookmark() {
+    let h = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
+    for i in 0..5 {
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": format!("s{i}")}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(cms.clone(), watcher::Config::default().streaming_lists()),
+    )
+    .applied_objects();
+    let task = tokio::spawn(async move {
+        let mut s = Box::pin(stream);
+        while s.next().await.is_some() {}
+    });
+    tokio::time::timeout(Duration::from_secs(10), reader.wait_until_ready())
+        .await
+        .expect("initial-events-end bookmark arrives")
+        .unwrap();
+    assert_eq!(reader.state().len(), 5);
     task.abort();
 }
 

@@ -6,9 +6,13 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::ApiServer;
+use std::time::Duration;
+
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
 
 async fn client(server: &ApiServer) -> kube::Client {
@@ -109,4 +113,58 @@ async fn acknowledged_writes_survive_kill_9() {
             "NodePort reused"
         );
     }
+}
+
+/// A kube-rs reflector keeps following through a `kill -9` and restart of the server: its watch
+/// breaks, it re-watches, gets 410 (history does not survive a restart) and relists.
+#[tokio::test]
+async fn reflector_recovers_across_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::start(dir.path(), &[]);
+    let port = server.addr.port().to_string();
+    let c = client(&server).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let mk = |name: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+    };
+    cms.create(&PostParams::default(), &mk("before"))
+        .await
+        .unwrap();
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(cms.clone(), watcher::Config::default()).default_backoff(),
+    )
+    .applied_objects();
+    let follow = tokio::spawn(async move {
+        let mut s = Box::pin(stream);
+        while s.next().await.is_some() {}
+    });
+    reader.wait_until_ready().await.unwrap();
+    assert_eq!(reader.state().len(), 1);
+
+    server.kill9();
+    let listen = format!("127.0.0.1:{port}");
+    let server = ApiServer::start_on(dir.path(), &listen, &[]);
+    let cms: Api<ConfigMap> = Api::namespaced(client(&server).await, "default");
+    cms.create(&PostParams::default(), &mk("after"))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let names: BTreeSet<String> = reader
+            .state()
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        if names.contains("before") && names.contains("after") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reflector never caught up after the restart: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    follow.abort();
 }

@@ -16,8 +16,13 @@ pub struct ApiServer {
 impl ApiServer {
     /// Starts the server on a free loopback port with `data_dir`, waiting until it serves.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_on(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts the server listening on `listen`.
+    pub fn start_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kubewire"))
-            .args(["apiserver", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["apiserver", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn")
