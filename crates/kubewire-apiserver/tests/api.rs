@@ -832,6 +832,45 @@ async fn services_get_cluster_ips_and_node_ports() {
 }
 
 #[tokio::test]
+async fn the_kubernetes_service_points_at_the_advertised_address() {
+    let h = start_with(|c| c.advertise_address = Some("192.0.2.10".parse().unwrap())).await;
+    let eps = api_for(
+        &h.client,
+        "",
+        "v1",
+        "Endpoints",
+        "endpoints",
+        Some("default"),
+    )
+    .get("kubernetes")
+    .await
+    .unwrap();
+    assert_eq!(eps.data["subsets"][0]["addresses"][0]["ip"], "192.0.2.10");
+    let slice = api_for(
+        &h.client,
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        Some("default"),
+    )
+    .get("kubernetes")
+    .await
+    .unwrap();
+    assert_eq!(slice.data["endpoints"][0]["addresses"][0], "192.0.2.10");
+    assert_eq!(
+        slice.metadata.labels.unwrap()["kubernetes.io/service-name"],
+        "kubernetes"
+    );
+    let svc: Service = Api::namespaced(h.client.clone(), "default")
+        .get("kubernetes")
+        .await
+        .unwrap();
+    let port = &svc.spec.unwrap().ports.unwrap()[0];
+    assert_eq!((port.port, port.name.as_deref()), (443, Some("https")));
+}
+
+#[tokio::test]
 async fn bearer_tokens_and_tls() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("tokens.csv");
