@@ -127,6 +127,11 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The CNI bench drives the plugin's blocking netlink client, which owns its own runtime.
+    if let Command::Bench(BenchCommand::Cni { pods }) = cli.command {
+        exit_on_error(bench::cni(pods));
+        return;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -138,18 +143,19 @@ fn main() {
         match cli.command {
             Command::Apiserver(args) => apiserver(args).await,
             Command::Bench(BenchCommand::Apiserver(opts)) => bench::apiserver::run(opts).await,
-            Command::Bench(BenchCommand::Cni { pods }) => bench::cni(pods),
+            Command::Bench(BenchCommand::Cni { .. }) => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
+    exit_on_error(result);
+}
+
+fn exit_on_error(result: Result<()>) {
     if let Err(e) = result {
         // One clear line: the chain of causes, outermost first.
-        eprintln!(
-            "error: {}",
-            e.chain()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(": ")
-        );
+        let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("error: {}", causes.join(": "));
         std::process::exit(1);
     }
 }
