@@ -26,6 +26,9 @@ struct Cli {
 enum Command {
     /// Run the embedded, Kubernetes-compatible API server (kubectl and kube-rs work against it).
     Apiserver(ApiserverArgs),
+    /// The lab's built-in test image: HTTP on every --http-port (8080 by default) with /hostname,
+    /// /clientip, /echo?msg=, /healthz, /readyz; UDP and SCTP echo (agnhost netexec style).
+    Serve(kubewire_serve::ServeArgs),
     /// Measure a component and print the figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -142,6 +145,7 @@ fn main() {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Apiserver(args) => apiserver(args).await,
+            Command::Serve(args) => kubewire_serve::run(args).await,
             Command::Bench(BenchCommand::Apiserver(opts)) => bench::apiserver::run(opts).await,
             Command::Bench(BenchCommand::Cni { .. }) => {
                 unreachable!("handled before the runtime starts")
