@@ -12,10 +12,10 @@
 //! runtime) meant for plain threads; [`NetNs::enter`] switches the calling thread and switches back
 //! on drop, and [`NetNs::run`] runs a closure on a dedicated thread inside a namespace.
 
+pub mod bridge;
 mod error;
 mod netlink;
 mod netns;
-pub mod bridge;
 pub mod overlay;
 pub mod sysctl;
 pub mod testutil;
