@@ -157,6 +157,13 @@ impl Netlink {
                     NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
                         dst = Some(IpAddr::V6(*v6));
                     }
+                    // AF_BRIDGE messages carry NDA_DST as raw bytes.
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                        dst = <[u8; 4]>::try_from(b.as_slice())
+                            .map(IpAddr::from)
+                            .or_else(|_| <[u8; 16]>::try_from(b.as_slice()).map(IpAddr::from))
+                            .ok();
+                    }
                     _ => {}
                 }
             }

@@ -1,0 +1,59 @@
+//! A reflector that says when it changed: the input side of every loop here and in the agent.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+/// The watch ended before the first list completed (the task running it was stopped).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the watch ended before its first list")]
+pub struct WatchEnded;
+
+/// A cache of every object of one kind, kept current by a watch (with kube-rs's default
+/// backoff on errors), and a signal raised after each change.
+pub struct Reflected<K: Resource + 'static>
+where
+    K::DynamicType: Hash + Eq,
+{
+    pub store: Store<K>,
+    pub changed: Arc<Notify>,
+    /// Dropped with this value, which stops the watch.
+    _watch: tokio::task::JoinSet<()>,
+}
+
+/// Starts watching `api` and returns once the first list is in the cache.
+pub async fn reflect<K>(api: Api<K>, what: &'static str) -> Result<Reflected<K>, WatchEnded>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Clone + Hash + Eq + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let changed = Arc::new(Notify::new());
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let notify = changed.clone();
+    let mut watch = tokio::task::JoinSet::new();
+    watch.spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            if let Err(e) = event {
+                tracing::warn!("{what} watch: {e}");
+            }
+            notify.notify_one();
+        }
+    });
+    store.wait_until_ready().await.map_err(|_| WatchEnded)?;
+    Ok(Reflected {
+        store,
+        changed,
+        _watch: watch,
+    })
+}
