@@ -26,9 +26,16 @@ struct Cli {
 enum Command {
     /// Run the embedded, Kubernetes-compatible API server (kubectl and kube-rs work against it).
     Apiserver(ApiserverArgs),
+    /// Cluster-wide controllers: node IPAM (gives every Node its pod CIDRs).
+    Controller(kubewire_controllers::Args),
+    /// Per-node agent: pod routes between nodes (direct or VXLAN), masquerade, the CNI config.
+    Agent(kubewire_agent::Args),
     /// The lab's built-in test image: HTTP on every --http-port (8080 by default) with /hostname,
     /// /clientip, /echo?msg=, /healthz, /readyz; UDP and SCTP echo (agnhost netexec style).
     Serve(kubewire_serve::ServeArgs),
+    /// Plumbing the other roles run; not for people.
+    #[command(subcommand, hide = true)]
+    Internal(InternalCommand),
     /// Measure a component and print the figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -40,13 +47,22 @@ enum BenchCommand {
     /// fan-out delay (200 watchers, 10k writes), against an in-process server on loopback.
     Apiserver(bench::apiserver::Options),
     /// CNI ADD and DEL latency (p50/p99) of the real `kubewire-cni` binary against fresh network
-    /// namespaces, sequential and 8 at a time. Needs root; run `cargo build --release --workspace`
+    /// namespaces, sequential and 8 at a time; then pod-to-pod TCP throughput and round trips
+    /// across nodes (direct and VXLAN) beside two plain namespaces on one veth. Needs root; run `cargo build --release --workspace`
     /// first so the plugin sits beside this binary (or set KUBEWIRE_CNI_BIN).
     Cni {
         /// Pods per run.
         #[arg(long, default_value_t = 200)]
         pods: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum InternalCommand {
+    /// Become a container process of a pod: enter its network namespace, take private mount and
+    /// UTS namespaces with the pod's files in place, and exec the command (the lab kubelet runs
+    /// this for every container).
+    ExecInPod(kubewire_lab::ExecArgs),
 }
 
 #[derive(Args)]
@@ -124,6 +140,15 @@ async fn apiserver(args: ApiserverArgs) -> Result<()> {
 
 fn main() {
     let cli = Cli::parse();
+    // Before anything can start a thread: unsharing a mount namespace needs a single thread.
+    if let Command::Internal(InternalCommand::ExecInPod(args)) = &cli.command {
+        exit_on_error(
+            kubewire_lab::exec_in_pod(args)
+                .map(|_| ())
+                .map_err(anyhow::Error::from),
+        );
+        return;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -146,8 +171,10 @@ fn main() {
         match cli.command {
             Command::Apiserver(args) => apiserver(args).await,
             Command::Serve(args) => kubewire_serve::run(args).await,
+            Command::Controller(args) => kubewire_controllers::run(args).await,
+            Command::Agent(args) => kubewire_agent::run(args).await,
             Command::Bench(BenchCommand::Apiserver(opts)) => bench::apiserver::run(opts).await,
-            Command::Bench(BenchCommand::Cni { .. }) => {
+            Command::Bench(BenchCommand::Cni { .. }) | Command::Internal(_) => {
                 unreachable!("handled before the runtime starts")
             }
         }

@@ -12,6 +12,9 @@ pub fn cni(pods: usize) -> Result<()> {
             kubewire_cni::bench_add_del(pods, parallel).context("running the CNI benchmark")?;
         println!("{report}");
     }
-    println!("goal: ADD p50 ≤ 20 ms (published: bridge plugin ~200 ms, Calico ~150 ms)");
+    println!("goal: ADD p50 ≤ 20 ms (published: bridge plugin ~200 ms, Calico ~150 ms)\n");
+    let network = kubewire_agent::bench::bench_pod_network(256 << 20, 2000)
+        .context("measuring pod-to-pod traffic")?;
+    println!("{network}");
     Ok(())
 }
