@@ -111,3 +111,26 @@ pub fn exec_in_pod(args: &ExecArgs) -> Result<Infallible, LabError> {
         source: err,
     })
 }
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct NetnsExecArgs {
+    /// The network namespace to run in, e.g. /run/netns/NAME.
+    #[arg(long)]
+    pub netns: PathBuf,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// Execs the command inside a network namespace only (a lab node's agent and kubelet).
+pub fn exec_in_netns(args: &NetnsExecArgs) -> Result<Infallible, LabError> {
+    let ns = File::open(&args.netns).map_err(io(format!("opening {}", args.netns.display())))?;
+    setns(&ns, CloneFlags::CLONE_NEWNET).map_err(sys("entering the network namespace"))?;
+    let err = Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .exec();
+    Err(LabError::Io {
+        context: format!("executing {:?}", args.command[0]),
+        source: err,
+    })
+}

@@ -8,6 +8,7 @@
 //! process inside the pod's network, mount and UTS namespaces. Not yet: the kubelet loop, probes,
 //! and `lab up/down`. It does not talk to the API server.
 
+pub mod cluster;
 mod cni;
 mod dns;
 mod exec;
@@ -15,7 +16,7 @@ mod sandbox;
 
 pub use cni::{Attachment, CniRuntime};
 pub use dns::{DnsPolicy, HostEntry, PodDns, hosts_file, resolv_conf};
-pub use exec::{ExecArgs, exec_in_pod};
+pub use exec::{ExecArgs, NetnsExecArgs, exec_in_netns, exec_in_pod};
 pub use sandbox::{Sandbox, SandboxSpec};
 
 /// Everything that can go wrong setting up or tearing down a pod.

@@ -30,6 +30,13 @@ enum Command {
     Controller(kubewire_controllers::Args),
     /// Per-node agent: pod routes between nodes (direct or VXLAN), masquerade, the CNI config.
     Agent(kubewire_agent::Args),
+    /// Workload controllers and scheduler: Deployments, ReplicaSets, StatefulSets, DaemonSets,
+    /// and binding pending pods to Nodes.
+    Workloads(kubewire_workloads::Args),
+    /// A whole multi-node cluster on this machine: nodes and pods are network namespaces, pods
+    /// are real processes (needs root).
+    #[command(subcommand)]
+    Lab(kubewire_lab::cluster::LabCommand),
     /// The lab's built-in test image: HTTP on every --http-port (8080 by default) with /hostname,
     /// /clientip, /echo?msg=, /healthz, /readyz; UDP and SCTP echo (agnhost netexec style).
     Serve(kubewire_serve::ServeArgs),
@@ -63,6 +70,8 @@ enum InternalCommand {
     /// UTS namespaces with the pod's files in place, and exec the command (the lab kubelet runs
     /// this for every container).
     ExecInPod(kubewire_lab::ExecArgs),
+    /// Exec a command inside a network namespace (a lab node's agent and kubelet).
+    ExecInNetns(kubewire_lab::NetnsExecArgs),
 }
 
 #[derive(Args)]
@@ -139,27 +148,37 @@ async fn apiserver(args: ApiserverArgs) -> Result<()> {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    // Before anything can start a thread: unsharing a mount namespace needs a single thread.
-    if let Command::Internal(InternalCommand::ExecInPod(args)) = &cli.command {
-        exit_on_error(
-            kubewire_lab::exec_in_pod(args)
-                .map(|_| ())
-                .map_err(anyhow::Error::from),
-        );
-        return;
-    }
+    let command = match Cli::parse().command {
+        // Before anything can start a thread: unsharing a mount namespace needs a single thread.
+        Command::Internal(InternalCommand::ExecInPod(args)) => {
+            return exit_on_error(
+                kubewire_lab::exec_in_pod(&args)
+                    .map(|_| ())
+                    .map_err(Into::into),
+            );
+        }
+        Command::Internal(InternalCommand::ExecInNetns(args)) => {
+            return exit_on_error(
+                kubewire_lab::exec_in_netns(&args)
+                    .map(|_| ())
+                    .map_err(Into::into),
+            );
+        }
+        other => other,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    // The CNI bench drives the plugin's blocking netlink client, which owns its own runtime.
-    if let Command::Bench(BenchCommand::Cni { pods }) = cli.command {
-        exit_on_error(bench::cni(pods));
-        return;
-    }
+    // The CNI bench drives the plugin's blocking netlink client, which owns its own runtime;
+    // the lab commands run their own small runtimes around blocking kernel work.
+    let command = match command {
+        Command::Bench(BenchCommand::Cni { pods }) => return exit_on_error(bench::cni(pods)),
+        Command::Lab(cmd) => return exit_on_error(kubewire_lab::cluster::run(cmd)),
+        other => other,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -168,13 +187,14 @@ fn main() {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Apiserver(args) => apiserver(args).await,
             Command::Serve(args) => kubewire_serve::run(args).await,
             Command::Controller(args) => kubewire_controllers::run(args).await,
+            Command::Workloads(args) => kubewire_workloads::run_cli(args).await,
             Command::Agent(args) => kubewire_agent::run(args).await,
             Command::Bench(BenchCommand::Apiserver(opts)) => bench::apiserver::run(opts).await,
-            Command::Bench(BenchCommand::Cni { .. }) | Command::Internal(_) => {
+            Command::Bench(BenchCommand::Cni { .. }) | Command::Internal(_) | Command::Lab(_) => {
                 unreachable!("handled before the runtime starts")
             }
         }
@@ -188,5 +208,16 @@ fn exit_on_error(result: Result<()>) {
         let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
         eprintln!("error: {}", causes.join(": "));
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand's flags are well-formed (clap checks them only when a command is used).
+    #[test]
+    fn command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }
