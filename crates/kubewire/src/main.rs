@@ -53,6 +53,9 @@ enum BenchCommand {
     /// Durable creates per second (sequential and 16 clients), list of 100k pods, and watch
     /// fan-out delay (200 watchers, 10k writes), against an in-process server on loopback.
     Apiserver(bench::apiserver::Options),
+    /// Time from `lab up` to all nodes Ready and from a 100-replica Deployment to 100 Ready
+    /// pods, and the memory of each component at that size (needs root).
+    Lab(bench::lab::Options),
     /// CNI ADD and DEL latency (p50/p99) of the real `kubewire-cni` binary against fresh network
     /// namespaces, sequential and 8 at a time; then pod-to-pod TCP throughput and round trips
     /// across nodes (direct and VXLAN) beside two plain namespaces on one veth. Needs root; run `cargo build --release --workspace`
@@ -194,6 +197,7 @@ fn main() {
             Command::Workloads(args) => kubewire_workloads::run_cli(args).await,
             Command::Agent(args) => kubewire_agent::run(args).await,
             Command::Bench(BenchCommand::Apiserver(opts)) => bench::apiserver::run(opts).await,
+            Command::Bench(BenchCommand::Lab(opts)) => bench::lab::run(opts).await,
             Command::Bench(BenchCommand::Cni { .. }) | Command::Internal(_) | Command::Lab(_) => {
                 unreachable!("handled before the runtime starts")
             }

@@ -38,6 +38,8 @@ pub enum LabCommand {
     /// Run a command inside a pod's network namespace, with the pod's /etc/resolv.conf and
     /// /etc/hosts: `kubewire lab exec NAMESPACE/POD -- COMMAND...`.
     Exec(ExecPodArgs),
+    /// Every pod to every pod over TCP, from inside each pod's network namespace, as a table.
+    Matrix(MatrixArgs),
     /// Runs a lab's components (started by `up`).
     #[command(hide = true)]
     Supervise(NameArg),
@@ -85,6 +87,15 @@ pub struct ExecPodArgs {
     pub command: Vec<String>,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct MatrixArgs {
+    #[arg(long, default_value = DEFAULT_NAME)]
+    pub name: String,
+    /// Only the pods of this namespace (default: every namespace).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+}
+
 /// The directory the kubelet of `node` keeps pod `uid` in.
 pub fn pod_dir(plan: &Plan, node: &str, uid: &str) -> PathBuf {
     plan.dir.join(node).join("pods").join(uid)
@@ -97,7 +108,7 @@ pub fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/kubewire/lab"))
 }
 
-fn load(name: &str) -> Option<Plan> {
+pub fn load(name: &str) -> Option<Plan> {
     let path = root().join(name).join("lab.json");
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
@@ -148,6 +159,7 @@ pub fn run(cmd: LabCommand) -> Result<()> {
         }
         LabCommand::Apply(a) => runtime()?.block_on(apply(&a.name, &a.file)),
         LabCommand::Exec(a) => exec(&a),
+        LabCommand::Matrix(a) => matrix(&a),
         LabCommand::Supervise(a) => {
             let plan = load(&a.name).with_context(|| format!("no lab named {:?}", a.name))?;
             let exe = std::env::current_exe().context("finding the kubewire binary")?;
@@ -247,7 +259,7 @@ fn up(args: UpArgs) -> Result<()> {
     Ok(())
 }
 
-async fn client(plan: &Plan) -> Result<kube::Client> {
+pub async fn client(plan: &Plan) -> Result<kube::Client> {
     let kubeconfig = kube::config::Kubeconfig::read_from(plan.kubeconfig())
         .context("reading the lab kubeconfig")?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
@@ -291,9 +303,10 @@ async fn wait_ready(plan: &Plan, bar: &indicatif::ProgressBar) -> Result<()> {
     }
 }
 
-/// Kills every process of the lab: those in its namespaces (pods, agents, kubelets) and those
-/// whose command line names its directory (API server, controller, supervisor).
-fn kill_processes(plan: &Plan) -> usize {
+/// Every live process of the lab, with its command line: those in its network namespaces
+/// (pods, agents, kubelets) and those whose command line names its directory (API server,
+/// controller, supervisor).
+pub fn lab_processes(plan: &Plan) -> Vec<(i32, String)> {
     let netns_inodes: Vec<u64> = network::lab_namespaces(plan)
         .iter()
         .filter_map(|n| std::fs::metadata(Path::new(kubewire_datapath::NETNS_RUN_DIR).join(n)).ok())
@@ -301,7 +314,7 @@ fn kill_processes(plan: &Plan) -> usize {
         .collect();
     let dir = plan.dir.display().to_string();
     let me = std::process::id() as i32;
-    let mut killed = 0;
+    let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
             .file_name()
@@ -310,18 +323,28 @@ fn kill_processes(plan: &Plan) -> usize {
         else {
             continue;
         };
-        if pid == me {
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        // Zombies have an empty command line: they are gone, only not yet reaped.
+        if pid == me || raw.is_empty() {
             continue;
         }
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
         let in_lab_netns = std::fs::metadata(format!("/proc/{pid}/ns/net"))
             .is_ok_and(|m| netns_inodes.contains(&std::os::unix::fs::MetadataExt::ino(&m)));
-        let names_lab = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&dir));
-        if (in_lab_netns || names_lab) && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-            killed += 1;
+        if in_lab_netns || cmdline.contains(&dir) {
+            out.push((pid, cmdline));
         }
     }
-    killed
+    out
+}
+
+fn kill_processes(plan: &Plan) -> usize {
+    lab_processes(plan)
+        .into_iter()
+        .filter(|(pid, _)| kill(Pid::from_raw(*pid), Signal::SIGKILL).is_ok())
+        .count()
 }
 
 fn down(name: &str) -> Result<()> {
@@ -354,6 +377,139 @@ fn down(name: &str) -> Result<()> {
         );
     }
     println!("lab {name:?} is down");
+    Ok(())
+}
+
+/// A running pod as the matrix sees it: where it listens and which namespace to dial from.
+struct Endpoint {
+    label: String,
+    ips: Vec<std::net::IpAddr>,
+    port: u16,
+    netns: PathBuf,
+}
+
+fn pod_netns(plan: &Plan, pod: &Pod) -> Option<PathBuf> {
+    let spec = pod.spec.as_ref()?;
+    let node = spec.node_name.as_deref()?;
+    if spec.host_network == Some(true) {
+        let node = plan.nodes().into_iter().find(|n| n.name == node)?;
+        return Some(Path::new(kubewire_datapath::NETNS_RUN_DIR).join(node.netns));
+    }
+    Some(crate::Sandbox::load(&pod_dir(plan, node, pod.metadata.uid.as_deref()?))?.netns_path())
+}
+
+/// The first declared TCP port, else the built-in server's default, 8080.
+fn first_tcp_port(pod: &Pod) -> u16 {
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .and_then(|p| u16::try_from(p.container_port).ok())
+        .unwrap_or(8080)
+}
+
+fn matrix(args: &MatrixArgs) -> Result<()> {
+    let plan = load(&args.name).with_context(|| {
+        format!(
+            "no lab named {:?} (start one with `kubewire lab up`)",
+            args.name
+        )
+    })?;
+    let pods = runtime()?.block_on(async {
+        let c = client(&plan).await?;
+        let api: Api<Pod> = match &args.namespace {
+            Some(ns) => Api::namespaced(c, ns),
+            None => Api::all(c),
+        };
+        api.list(&ListParams::default())
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
+    let endpoints: Vec<Endpoint> = pods
+        .items
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter_map(|p| {
+            let ips = p
+                .status
+                .as_ref()?
+                .pod_ips
+                .as_ref()?
+                .iter()
+                .filter_map(|i| i.ip.parse().ok())
+                .collect();
+            let label = match &args.namespace {
+                Some(_) => p.metadata.name.clone()?,
+                None => format!(
+                    "{}/{}",
+                    p.metadata.namespace.as_deref()?,
+                    p.metadata.name.as_deref()?
+                ),
+            };
+            Some(Endpoint {
+                label,
+                ips,
+                port: first_tcp_port(p),
+                netns: pod_netns(&plan, p)?,
+            })
+        })
+        .collect();
+    if endpoints.is_empty() {
+        println!("no running pods");
+        return Ok(());
+    }
+    let mut rows = vec![
+        std::iter::once("FROM \\ TO".to_string())
+            .chain(endpoints.iter().map(|e| e.label.clone()))
+            .collect::<Vec<_>>(),
+    ];
+    let mut failures = 0;
+    for from in &endpoints {
+        let ns = kubewire_datapath::NetNs::open(&from.netns)?;
+        let targets: Vec<(Vec<std::net::SocketAddr>, String)> = endpoints
+            .iter()
+            .map(|to| {
+                (
+                    to.ips
+                        .iter()
+                        .map(|ip| std::net::SocketAddr::new(*ip, to.port))
+                        .collect(),
+                    to.label.clone(),
+                )
+            })
+            .collect();
+        let results: Vec<Vec<bool>> = ns.run(move || {
+            targets
+                .iter()
+                .map(|(addrs, _)| {
+                    addrs
+                        .iter()
+                        .map(|a| {
+                            std::net::TcpStream::connect_timeout(a, Duration::from_secs(1)).is_ok()
+                        })
+                        .collect()
+                })
+                .collect()
+        })?;
+        let mut row = vec![from.label.clone()];
+        for r in results {
+            failures += r.iter().filter(|ok| !**ok).count();
+            row.push(if r.iter().all(|ok| *ok) {
+                "✓".to_string()
+            } else if r.iter().any(|ok| *ok) {
+                "½".to_string()
+            } else {
+                "✗".to_string()
+            });
+        }
+        rows.push(row);
+    }
+    println!("{}", table(rows));
+    println!("\n✓ every address answered · ½ one family failed · ✗ unreachable");
+    if failures > 0 {
+        bail!("{failures} pod-to-pod connections failed");
+    }
     Ok(())
 }
 

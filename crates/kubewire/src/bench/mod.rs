@@ -1,6 +1,7 @@
 //! `kubewire bench …`: figures for the speed and memory targets of each issue.
 
 pub mod apiserver;
+pub mod lab;
 
 use anyhow::{Context, Result};
 
