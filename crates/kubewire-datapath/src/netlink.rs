@@ -373,6 +373,17 @@ impl Netlink {
 
     /// The unicast routes of one family (`v6` false: IPv4) in `table` (254 = main).
     pub fn routes(&self, v6: bool, table: u32) -> Result<Vec<Route>> {
+        self.unicast_routes(v6, table, None)
+    }
+
+    /// The unicast routes of one family in `table`, only those of routing protocol `proto` if
+    /// given.
+    pub(crate) fn unicast_routes(
+        &self,
+        v6: bool,
+        table: u32,
+        proto: Option<u8>,
+    ) -> Result<Vec<Route>> {
         let query = if v6 {
             RouteMessageBuilder::<Ipv6Addr>::new().build()
         } else {
@@ -385,6 +396,7 @@ impl Netlink {
         Ok(msgs
             .iter()
             .filter(|m| m.header.kind == netlink_packet_route::route::RouteType::Unicast)
+            .filter(|m| proto.is_none_or(|p| u8::from(m.header.protocol) == p))
             .filter_map(|m| route_from(m, v6))
             .filter(|r| r.table == table)
             .collect())
@@ -447,7 +459,7 @@ impl Netlink {
 }
 
 /// The route a dumped message describes (any type; callers filter), `None` when malformed.
-pub(crate) fn route_from(m: &RouteMessage, v6: bool) -> Option<Route> {
+fn route_from(m: &RouteMessage, v6: bool) -> Option<Route> {
     let mut table = u32::from(m.header.table);
     let mut dst = None;
     let mut gateway = None;

@@ -2,7 +2,7 @@
 //! forwarding database (FDB), neighbour removal, and routes tagged with a routing protocol
 //! number so that an owner can list, replace and delete only its own routes.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
@@ -12,10 +12,10 @@ use netlink_packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkInfo};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::route::{RouteMessage, RouteProtocol, RouteType};
-use rtnetlink::{LinkVxlan, RouteMessageBuilder};
+use netlink_packet_route::route::RouteProtocol;
+use rtnetlink::LinkVxlan;
 
-use crate::netlink::{route_from, route_message};
+use crate::netlink::route_message;
 use crate::{Error, Link, Mac, Netlink, Result, Route};
 
 /// The routing protocol number kubewire's agent tags its inter-node pod routes with
@@ -252,21 +252,7 @@ impl Netlink {
 
     /// The unicast routes of one family in `table` that carry routing protocol `proto`.
     pub fn routes_by_protocol(&self, v6: bool, table: u32, proto: u8) -> Result<Vec<Route>> {
-        let query = if v6 {
-            RouteMessageBuilder::<Ipv6Addr>::new().build()
-        } else {
-            RouteMessageBuilder::<Ipv4Addr>::new().build()
-        };
-        let msgs: Vec<RouteMessage> = self
-            .rt
-            .block_on(self.handle.route().get(query).execute().try_collect())
-            .map_err(|e| Error::netlink("dump routes", e))?;
-        Ok(msgs
-            .iter()
-            .filter(|m| m.header.kind == RouteType::Unicast && u8::from(m.header.protocol) == proto)
-            .filter_map(|m| route_from(m, v6))
-            .filter(|r| r.table == table)
-            .collect())
+        self.unicast_routes(v6, table, Some(proto))
     }
 
     /// Adds `route` tagged with `proto`, replacing a route to the same destination (whoever
