@@ -70,7 +70,7 @@ impl Args {
 
 /// Runs the agent for this host (its current network namespace) until the process is stopped.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = kubewire_controllers::client_from(&args.kubeconfig).await?;
+    let client = kubewire_api::client::from_kubeconfig(&args.kubeconfig).await?;
     let paths = runtime::CniPaths {
         conf_dir: args.cni_conf_dir.clone(),
         data_dir: args.cni_data_dir.clone(),

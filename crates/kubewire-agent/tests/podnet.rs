@@ -11,10 +11,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use kubewire_apiserver::testing::TestServer;
+
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kubewire_agent::compile::Mode;
 use kubewire_agent::runtime::{CniPaths, run_node};
 use kubewire_agent::testbed::{EchoServer, Host, Pod, Testbed, connect, seen_by_server};
@@ -38,21 +39,16 @@ impl Drop for Tasks {
 
 struct Cluster {
     client: kube::Client,
-    _dir: tempfile::TempDir,
+    _server: TestServer,
 }
 
 async fn api_server() -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let config = kubewire_apiserver::Config::new("127.0.0.1:0".parse().unwrap(), dir.path());
-    let server = kubewire_apiserver::Server::start(config).await.unwrap();
-    let kubeconfig = Kubeconfig::read_from(server.kubeconfig_path()).unwrap();
-    tokio::spawn(server.run());
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
+    let server = TestServer::start().await;
     Cluster {
-        client: kube::Client::try_from(config).unwrap(),
-        _dir: dir,
+        client: kubewire_api::client::from_kubeconfig(&server.kubeconfig)
+            .await
+            .unwrap(),
+        _server: server,
     }
 }
 

@@ -21,6 +21,7 @@ mod service;
 mod status;
 mod store;
 mod table;
+pub mod testing;
 mod tls;
 
 use std::collections::HashSet;

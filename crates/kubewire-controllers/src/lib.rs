@@ -11,7 +11,6 @@ pub mod watch;
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use ipnet::IpNet;
 
 /// `kubewire controller` flags.
@@ -39,17 +38,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.node_cidr_mask_size_ipv4,
         args.node_cidr_mask_size_ipv6,
     )?;
-    let client = client_from(&args.kubeconfig).await?;
+    let client = kubewire_api::client::from_kubeconfig(&args.kubeconfig).await?;
     nodeipam::runtime::run(client, config).await?;
     Ok(())
-}
-
-/// A client for the API server a kubeconfig file points at.
-pub async fn client_from(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
-    let file = kube::config::Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
-        .await
-        .with_context(|| format!("loading kubeconfig {}", kubeconfig.display()))?;
-    Ok(kube::Client::try_from(config)?)
 }

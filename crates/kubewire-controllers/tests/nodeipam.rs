@@ -6,30 +6,23 @@ use std::time::Duration;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Event, Node};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kubewire_apiserver::{Config, Server};
+use kubewire_apiserver::testing::TestServer;
 use kubewire_controllers::nodeipam::runtime::REASON_CIDR_NOT_AVAILABLE;
 use kubewire_controllers::nodeipam::{IpamConfig, pod_cidrs_of, runtime};
 use serde_json::json;
 
 struct Harness {
     client: kube::Client,
-    _dir: tempfile::TempDir,
+    _server: TestServer,
 }
 
 async fn start() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(Config::new("127.0.0.1:0".parse().unwrap(), dir.path()))
-        .await
-        .expect("server starts");
-    let kubeconfig = Kubeconfig::read_from(server.kubeconfig_path()).unwrap();
-    tokio::spawn(server.run());
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
+    let server = TestServer::start().await;
     Harness {
-        client: kube::Client::try_from(config).unwrap(),
-        _dir: dir,
+        client: kubewire_api::client::from_kubeconfig(&server.kubeconfig)
+            .await
+            .unwrap(),
+        _server: server,
     }
 }
 

@@ -84,12 +84,7 @@ pub struct Args {
 /// Runs [`run`] with a client from `--kubeconfig` until SIGINT or SIGTERM.
 pub async fn run_cli(args: Args) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
-        .with_context(|| format!("reading kubeconfig {}", args.kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .with_context(|| format!("loading kubeconfig {}", args.kubeconfig.display()))?;
-    let client = kube::Client::try_from(config).context("building the API client")?;
+    let client = kubewire_api::client::from_kubeconfig(&args.kubeconfig).await?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let shutdown = async move {

@@ -11,9 +11,8 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kubewire_apiserver::{Config, Server};
+use kubewire_apiserver::testing::TestServer;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -23,22 +22,15 @@ struct Harness {
     client: kube::Client,
     /// The controllers, the test kubelet and samplers; dropped (aborted) with the harness.
     tasks: JoinSet<()>,
-    _dir: tempfile::TempDir,
+    _server: TestServer,
 }
 
 async fn start() -> Harness {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = Config::new("127.0.0.1:0".parse().expect("addr"), dir.path());
-    let server = Server::start(config).await.expect("server starts");
-    let kubeconfig = Kubeconfig::read_from(server.kubeconfig_path()).expect("kubeconfig");
+    let server = TestServer::start().await;
     let mut tasks = JoinSet::new();
-    tasks.spawn(async move {
-        let _ = server.run().await;
-    });
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    let client = kubewire_api::client::from_kubeconfig(&server.kubeconfig)
         .await
-        .expect("config");
-    let client = kube::Client::try_from(config).expect("client");
+        .expect("client");
     let c = client.clone();
     tasks.spawn(async move {
         kubewire_workloads::run(c, std::future::pending())
@@ -48,7 +40,7 @@ async fn start() -> Harness {
     Harness {
         client,
         tasks,
-        _dir: dir,
+        _server: server,
     }
 }
 

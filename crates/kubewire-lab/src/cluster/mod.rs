@@ -260,10 +260,7 @@ fn up(args: UpArgs) -> Result<()> {
 }
 
 pub async fn client(plan: &Plan) -> Result<kube::Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(plan.kubeconfig())
-        .context("reading the lab kubeconfig")?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
+    Ok(kubewire_api::client::from_kubeconfig(&plan.kubeconfig()).await?)
 }
 
 fn node_ready(n: &Node) -> bool {

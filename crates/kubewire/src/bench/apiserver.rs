@@ -9,7 +9,6 @@ use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -114,11 +113,8 @@ pub async fn run(opts: Options) -> Result<()> {
     let server = kubewire_apiserver::Server::start(config)
         .await
         .context("starting the API server")?;
-    let kubeconfig = Kubeconfig::read_from(server.kubeconfig_path())?;
+    let client = kubewire_api::client::from_kubeconfig(server.kubeconfig_path()).await?;
     tokio::spawn(server.run());
-    let client_config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    let client = kube::Client::try_from(client_config)?;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for ns in ["seq", "par", "list", "fanout"] {
         let mut n = Namespace::default();
