@@ -12,28 +12,21 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kubewire_apiserver::{Config, Server};
+use kubewire_apiserver::Config;
+use kubewire_apiserver::testing::TestServer;
 use serde_json::{Value, json};
 
 struct Harness {
     client: kube::Client,
-    _dir: tempfile::TempDir,
+    server: TestServer,
 }
 
 async fn start_with(edit: impl FnOnce(&mut Config)) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), dir.path());
-    edit(&mut config);
-    let server = Server::start(config).await.expect("server starts");
-    let kubeconfig = Kubeconfig::read_from(server.kubeconfig_path()).unwrap();
-    tokio::spawn(server.run());
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    let server = TestServer::start_with(edit).await;
+    let client = kubewire_api::client::from_kubeconfig(&server.kubeconfig)
         .await
         .unwrap();
-    Harness {
-        client: kube::Client::try_from(config).unwrap(),
-        _dir: dir,
-    }
+    Harness { client, server }
 }
 
 async fn start() -> Harness {
@@ -888,9 +881,7 @@ async fn bearer_tokens_and_tls() {
     let ns: Api<Namespace> = Api::all(h.client.clone());
     assert!(ns.get("default").await.is_ok());
     // Without the token: 401.
-    let mut cfg = h.client.default_namespace().to_string();
-    cfg.clear();
-    let kubeconfig = Kubeconfig::read_from(h._dir.path().join("kubeconfig")).unwrap();
+    let kubeconfig = Kubeconfig::read_from(&h.server.kubeconfig).unwrap();
     let mut config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
