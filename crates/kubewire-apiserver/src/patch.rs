@@ -216,18 +216,7 @@ fn merge_list(
     path: &mut Vec<String>,
 ) -> Result<(), PatchError> {
     match strategy {
-        ListStrategy::Replace => {
-            // A `$patch: replace` marker element, if any, is dropped; the list is replaced whole.
-            *target = patch
-                .iter()
-                .filter(|v| v.get("$patch").is_none())
-                .map(|v| {
-                    v.as_object()
-                        .map(|m| Value::Object(strip_directives(m)))
-                        .unwrap_or_else(|| v.clone())
-                })
-                .collect();
-        }
+        ListStrategy::Replace => *target = replacement(patch),
         ListStrategy::MergeScalars => {
             for v in patch {
                 if !target.contains(v) {
@@ -236,11 +225,14 @@ fn merge_list(
             }
         }
         ListStrategy::MergeByKey(merge_key) => {
+            // `$patch: replace` makes the patch's elements the list, as given: merging them by
+            // key would collapse elements that share a key (a dual-stack node's two InternalIPs).
             if patch
                 .iter()
                 .any(|v| v.get("$patch").and_then(Value::as_str) == Some("replace"))
             {
-                target.clear();
+                *target = replacement(patch);
+                return Ok(());
             }
             for element in patch {
                 let Some(p) = element.as_object() else {
@@ -248,9 +240,6 @@ fn merge_list(
                     continue;
                 };
                 let directive = p.get("$patch").and_then(Value::as_str);
-                if directive == Some("replace") && p.len() == 1 {
-                    continue;
-                }
                 let id = p.get(*merge_key);
                 let existing =
                     id.and_then(|id| target.iter().position(|t| t.get(*merge_key) == Some(id)));
@@ -270,6 +259,19 @@ fn merge_list(
         }
     }
     Ok(())
+}
+
+/// A list given whole: the patch's elements without directive markers or directive keys.
+fn replacement(patch: &[Value]) -> Vec<Value> {
+    patch
+        .iter()
+        .filter(|v| v.get("$patch").is_none() || v.as_object().is_some_and(|m| m.len() > 1))
+        .map(|v| {
+            v.as_object()
+                .map(|m| Value::Object(strip_directives(m)))
+                .unwrap_or_else(|| v.clone())
+        })
+        .collect()
 }
 
 /// Orders `list` as `order` says (by merge key, or by value for scalars); elements the order
@@ -368,6 +370,27 @@ mod tests {
         let out = smp(target, patch);
         assert_eq!(out["spec"]["selector"], json!({"c": "3"}));
         assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
+    }
+
+    #[test]
+    fn replace_directive_keeps_elements_that_share_a_key() {
+        let target =
+            json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}});
+        let patch = json!({"status": {"addresses": [
+            {"$patch": "replace"},
+            {"type": "InternalIP", "address": "198.18.0.10"},
+            {"type": "InternalIP", "address": "fd6b::a"},
+            {"type": "Hostname", "address": "node0"}
+        ]}});
+        let out = smp(target, patch);
+        assert_eq!(
+            out["status"]["addresses"],
+            json!([
+                {"type": "InternalIP", "address": "198.18.0.10"},
+                {"type": "InternalIP", "address": "fd6b::a"},
+                {"type": "Hostname", "address": "node0"}
+            ])
+        );
     }
 
     #[test]

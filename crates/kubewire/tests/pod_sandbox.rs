@@ -96,7 +96,7 @@ fn a_pod_runs_as_a_process_in_its_own_network() {
     // The node's own addresses (a real node has its LAN address): the source it reaches pods from.
     let nl = kubewire_datapath::Netlink::open_in(&node).unwrap();
     let lo = nl.link("lo").unwrap().unwrap().index;
-    for addr in ["192.0.2.1/32", "2001:db8::1/128"] {
+    for addr in ["198.18.250.1/32", "2001:db8::1/128"] {
         nl.add_address(lo, addr.parse().unwrap(), true).unwrap();
     }
     let scratch = tempfile::tempdir().unwrap();
