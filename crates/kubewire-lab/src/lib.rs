@@ -1,17 +1,22 @@
 //! `kubewire lab`: a whole cluster on one machine, whose nodes and pods are network namespaces
 //! and whose pods are real processes.
 //!
-//! Built so far: the runtime half of the lab kubelet — a pod sandbox (a named network namespace
-//! wired by the CNI plugins of the node's conflist, called exactly as a container runtime calls
-//! them), the pod's `/etc/resolv.conf` and `/etc/hosts` as the Kubernetes DNS spec and the
-//! kubelet write them, and [`exec_in_pod`], which turns the calling process into a container
-//! process inside the pod's network, mount and UTS namespaces. Not yet: the kubelet loop, probes,
-//! and `lab up/down`. It does not talk to the API server.
+//! - [`cluster`]: `lab up/down/status/apply/exec/wait/matrix` and the supervisor that runs every
+//!   component of a lab (API server, controller, workloads, and per node an agent and a kubelet).
+//! - [`kubelet`]: the lab kubelet, which registers its Node and runs the Pods bound to it.
+//! - The pod runtime both build on: a pod sandbox (a named network namespace wired by the CNI
+//!   plugins of the node's conflist, called exactly as a container runtime calls them), the pod's
+//!   `/etc/resolv.conf` and `/etc/hosts` as the Kubernetes DNS spec and the kubelet write them,
+//!   and [`exec_in_pod`], which turns the calling process into a container process inside the
+//!   pod's network, mount and UTS namespaces.
+//!
+//! It is for one machine: on a real cluster the real kubelet and container runtime do this.
 
 pub mod cluster;
 mod cni;
 mod dns;
 mod exec;
+pub mod kubelet;
 mod sandbox;
 
 pub use cni::{Attachment, CniRuntime};

@@ -38,11 +38,16 @@ pub enum LabCommand {
     /// Run a command inside a pod's network namespace, with the pod's /etc/resolv.conf and
     /// /etc/hosts: `kubewire lab exec NAMESPACE/POD -- COMMAND...`.
     Exec(ExecPodArgs),
+    /// Wait until every pod (of one namespace, with -n) is Ready.
+    Wait(WaitArgs),
     /// Every pod to every pod over TCP, from inside each pod's network namespace, as a table.
     Matrix(MatrixArgs),
     /// Runs a lab's components (started by `up`).
     #[command(hide = true)]
     Supervise(NameArg),
+    /// The lab kubelet of one node (started by the supervisor inside the node's namespace).
+    #[command(hide = true)]
+    Kubelet(crate::kubelet::KubeletArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -85,6 +90,18 @@ pub struct ExecPodArgs {
     /// The command and its arguments.
     #[arg(required = true, last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WaitArgs {
+    #[arg(long, default_value = DEFAULT_NAME)]
+    pub name: String,
+    /// Only the pods of this namespace (default: every namespace).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 180)]
+    pub timeout: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -160,6 +177,10 @@ pub fn run(cmd: LabCommand) -> Result<()> {
         LabCommand::Apply(a) => runtime()?.block_on(apply(&a.name, &a.file)),
         LabCommand::Exec(a) => exec(&a),
         LabCommand::Matrix(a) => matrix(&a),
+        LabCommand::Wait(a) => runtime()?.block_on(wait_pods(&a)),
+        LabCommand::Kubelet(a) => tokio::runtime::Runtime::new()
+            .context("starting the async runtime")?
+            .block_on(crate::kubelet::run(a)),
         LabCommand::Supervise(a) => {
             let plan = load(&a.name).with_context(|| format!("no lab named {:?}", a.name))?;
             let exe = std::env::current_exe().context("finding the kubewire binary")?;
@@ -199,7 +220,14 @@ fn up(args: UpArgs) -> Result<()> {
         // Left over from a crash: clear it before starting again.
         down(&args.name)?;
     }
-    let used: Vec<u8> = all_labs().iter().map(|p| p.index).collect();
+    // Taken: labs under this root, and any lab network in the kernel (another root's lab, or
+    // what a crash left behind).
+    let mut used: Vec<u8> = all_labs().iter().map(|p| p.index).collect();
+    used.extend((0..plan::MAX_LABS).filter(|i| {
+        Path::new("/sys/class/net")
+            .join(format!("kwlab{i}"))
+            .exists()
+    }));
     let index = free_index(&used).context("too many labs are running")?;
     let plan = Plan::new(
         &args.name,
@@ -375,6 +403,58 @@ fn down(name: &str) -> Result<()> {
     }
     println!("lab {name:?} is down");
     Ok(())
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn wait_pods(args: &WaitArgs) -> Result<()> {
+    let plan = load(&args.name).with_context(|| {
+        format!(
+            "no lab named {:?} (start one with `kubewire lab up`)",
+            args.name
+        )
+    })?;
+    let c = client(&plan).await?;
+    let api: Api<Pod> = match &args.namespace {
+        Some(ns) => Api::namespaced(c, ns),
+        None => Api::all(c),
+    };
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(120));
+    loop {
+        let pods = api
+            .list(&ListParams::default())
+            .await
+            .context("listing pods")?
+            .items;
+        let ready = pods.iter().filter(|p| pod_ready(p)).count();
+        bar.set_message(format!("{ready}/{} pods ready", pods.len()));
+        if !pods.is_empty() && ready == pods.len() {
+            bar.finish_and_clear();
+            println!("{ready} pods ready");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bar.finish_and_clear();
+            let waiting: Vec<String> = pods
+                .iter()
+                .filter(|p| !pod_ready(p))
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            bail!(
+                "{ready} of {} pods became ready; still waiting for: {}",
+                pods.len(),
+                waiting.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// A running pod as the matrix sees it: where it listens and which namespace to dial from.
@@ -560,6 +640,9 @@ fn exec(args: &ExecPodArgs) -> Result<()> {
             cmd.arg("--bind")
                 .arg(format!("{}:/etc/{file}", src.display()));
         }
+    }
+    if dir.join("serviceaccount").is_dir() {
+        cmd.arg("--service-account").arg(dir.join("serviceaccount"));
     }
     let err = cmd.arg("--").args(&args.command).exec();
     Err(err).context("running the command in the pod")

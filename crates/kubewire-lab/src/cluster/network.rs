@@ -93,13 +93,25 @@ pub fn destroy(plan: &Plan) -> Vec<String> {
     problems
 }
 
-/// The names under /run/netns that belong to this lab.
+/// The names under /run/netns that belong to this lab: its nodes (by prefix) and its pods (by
+/// the kubelets' sandbox records in the lab directory).
 pub fn lab_namespaces(plan: &Plan) -> Vec<String> {
     let prefix = plan.netns_prefix();
+    let pods: Vec<String> = plan
+        .nodes()
+        .iter()
+        .flat_map(|n| {
+            std::fs::read_dir(plan.dir.join(&n.name).join("pods"))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter_map(|e| Some(crate::Sandbox::load(&e.path())?.netns_name))
+        .collect();
     std::fs::read_dir(kubewire_datapath::NETNS_RUN_DIR)
         .map(|d| {
             d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&prefix))
+                .filter(|n| n.starts_with(&prefix) || pods.contains(n))
                 .collect()
         })
         .unwrap_or_default()

@@ -40,6 +40,11 @@ fn join(cidrs: &[ipnet::IpNet]) -> String {
 
 /// Every process of the lab, in start order: the API server first.
 pub fn components(plan: &Plan, exe: &Path) -> Vec<Component> {
+    // The CNI plugin is built beside the kubewire binary.
+    let bin_dir = exe
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|| ".".into());
     let exe = exe.display().to_string();
     let kubeconfig = plan.kubeconfig().display().to_string();
     let api = plan.api_address();
@@ -99,6 +104,34 @@ pub fn components(plan: &Plan, exe: &Path) -> Vec<Component> {
             argv
         };
         let node_dir = plan.dir.join(&node.name);
+        let mut kubelet = vec![
+            "lab".to_string(),
+            "kubelet".into(),
+            "--kubeconfig".into(),
+            kubeconfig.clone(),
+            "--node-name".into(),
+            node.name.clone(),
+            "--zone".into(),
+            node.zone.clone(),
+            "--cni-conf-dir".into(),
+            node_dir.join("cni/net.d").display().to_string(),
+            "--cni-bin-dir".into(),
+            bin_dir.clone(),
+            "--pods-dir".into(),
+            node_dir.join("pods").display().to_string(),
+            "--kubewire-bin".into(),
+            exe.clone(),
+        ];
+        for addr in &node.addresses {
+            kubelet.extend(["--node-ip".to_string(), addr.addr().to_string()]);
+        }
+        for dns in plan.cluster_dns() {
+            kubelet.extend(["--cluster-dns".to_string(), dns.to_string()]);
+        }
+        out.push(Component {
+            name: format!("{}-kubelet", node.name),
+            argv: in_node(kubelet),
+        });
         out.push(Component {
             name: format!("{}-agent", node.name),
             argv: in_node(vec![
@@ -246,7 +279,9 @@ mod tests {
                 "apiserver",
                 "controller",
                 "workloads",
+                "t-node0-kubelet",
                 "t-node0-agent",
+                "t-node1-kubelet",
                 "t-node1-agent"
             ]
         );
@@ -255,7 +290,7 @@ mod tests {
             c[0].argv
                 .contains(&"10.96.0.0/16,fd00:10:96::/112".to_string())
         );
-        let agent = &c[4].argv;
+        let agent = &c[6].argv;
         assert_eq!(
             agent[1..5],
             [
@@ -266,5 +301,16 @@ mod tests {
             ]
         );
         assert!(agent.contains(&"t-node1".to_string()));
+        let kubelet = &c[5].argv;
+        assert!(
+            kubelet
+                .windows(2)
+                .any(|w| w[0] == "--node-ip" && w[1] == "fd6b:7769:7265:1::b")
+        );
+        assert!(
+            kubelet
+                .windows(2)
+                .any(|w| w[0] == "--cni-bin-dir" && w[1] == "/usr/bin")
+        );
     }
 }
