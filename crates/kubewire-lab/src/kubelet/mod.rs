@@ -225,16 +225,16 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
     let kubelet = Arc::new(Kubelet::new(args).await?);
     // The API server may not be up yet: keep trying, as the kubelet does.
     let mut delay = std::time::Duration::from_millis(500);
-    let ready_since = loop {
+    let readiness = loop {
         match node::register(&kubelet.client, &facts).await {
-            Ok(since) => break since,
+            Ok(readiness) => break readiness,
             Err(e) => tracing::warn!(error = %e, "registering the node; retrying"),
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(std::time::Duration::from_secs(10));
     };
     tracing::info!(node = %facts.name, "node registered");
-    let heartbeat = tokio::spawn(node::heartbeat(kubelet.client.clone(), facts, ready_since));
+    let heartbeat = tokio::spawn(node::heartbeat(kubelet.client.clone(), facts, readiness));
     let result = watch_pods(kubelet).await;
     heartbeat.abort();
     Ok(result?)

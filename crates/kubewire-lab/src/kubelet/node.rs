@@ -29,6 +29,38 @@ pub(crate) struct NodeFacts {
     pub os_image: String,
     pub boot_id: String,
     pub machine_id: String,
+    /// The node's network is ready once a CNI network configuration is here.
+    pub cni_conf_dir: std::path::PathBuf,
+}
+
+/// Whether the node's Ready condition is True, and since when it has been what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    pub ready: bool,
+    pub since: jiff::Timestamp,
+}
+
+impl Readiness {
+    /// The readiness at `now`, keeping the transition time while nothing changed.
+    fn next(self, ready: bool, now: jiff::Timestamp) -> Readiness {
+        if ready == self.ready {
+            self
+        } else {
+            Readiness { ready, since: now }
+        }
+    }
+}
+
+/// Like the kubelet with a CNI runtime: the node is not Ready while no network configuration
+/// exists (the agent writes it once the node has pod CIDRs).
+fn network_ready(conf_dir: &std::path::Path) -> bool {
+    std::fs::read_dir(conf_dir).is_ok_and(|d| {
+        d.flatten().any(|e| {
+            e.path()
+                .extension()
+                .is_some_and(|x| x == "conflist" || x == "conf" || x == "json")
+        })
+    })
 }
 
 fn read_trim(path: &str) -> String {
@@ -78,6 +110,7 @@ impl NodeFacts {
             os_image,
             boot_id: read_trim("/proc/sys/kernel/random/boot_id"),
             machine_id: read_trim("/etc/machine-id"),
+            cni_conf_dir: args.cni_conf_dir.clone(),
         }
     }
 }
@@ -96,12 +129,17 @@ pub(crate) fn node_labels(f: &NodeFacts) -> BTreeMap<String, String> {
     labels
 }
 
-/// The Node's status at `now`; `ready_since` is when Ready last became True.
-pub(crate) fn node_status(
-    f: &NodeFacts,
-    now: jiff::Timestamp,
-    ready_since: jiff::Timestamp,
-) -> NodeStatus {
+/// The Node's status at `now`.
+pub(crate) fn node_status(f: &NodeFacts, now: jiff::Timestamp, readiness: Readiness) -> NodeStatus {
+    let (status, reason, message) = if readiness.ready {
+        ("True", "KubeletReady", "kubelet is posting ready status")
+    } else {
+        (
+            "False",
+            "KubeletNotReady",
+            "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:cni plugin not initialized",
+        )
+    };
     let resources = BTreeMap::from([
         ("cpu".to_string(), Quantity(f.cpus.to_string())),
         (
@@ -129,11 +167,11 @@ pub(crate) fn node_status(
         capacity: Some(resources),
         conditions: Some(vec![NodeCondition {
             type_: "Ready".into(),
-            status: "True".into(),
-            reason: Some("KubeletReady".into()),
-            message: Some("kubelet is posting ready status".into()),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
             last_heartbeat_time: Some(Time(now)),
-            last_transition_time: Some(Time(ready_since)),
+            last_transition_time: Some(Time(readiness.since)),
         }]),
         node_info: Some(NodeSystemInfo {
             architecture: f.arch.to_string(),
@@ -166,11 +204,11 @@ fn status_patches(mut status: NodeStatus) -> [Patch<serde_json::Value>; 2] {
 /// Creates the Node, or adopts an existing one (its labels are brought up to date), and posts
 /// its status.
 /// Creates the Node, or adopts an existing one (its labels are brought up to date), and posts
-/// its status. Returns since when the node is Ready (kept from an adopted Node that was).
+/// its status. Returns its readiness (an adopted Node that was Ready keeps its transition time).
 pub(crate) async fn register(
     client: &kube::Client,
     f: &NodeFacts,
-) -> Result<jiff::Timestamp, KubeletError> {
+) -> Result<Readiness, KubeletError> {
     let api: Api<Node> = Api::all(client.clone());
     let labels = node_labels(f);
     let now = jiff::Timestamp::now();
@@ -208,19 +246,42 @@ pub(crate) async fn register(
             }
         }
     }
-    for patch in status_patches(node_status(f, now, ready_since)) {
+    let readiness = Readiness {
+        ready: network_ready(&f.cni_conf_dir),
+        since: now,
+    };
+    let readiness = if readiness.ready {
+        Readiness {
+            since: ready_since,
+            ..readiness
+        }
+    } else {
+        readiness
+    };
+    for patch in status_patches(node_status(f, now, readiness)) {
         api.patch_status(&f.name, &PatchParams::default(), &patch)
             .await?;
     }
-    Ok(ready_since)
+    Ok(readiness)
 }
 
-/// Renews the Ready heartbeat every 10 s, forever; failures are logged and retried.
-pub(crate) async fn heartbeat(client: kube::Client, f: NodeFacts, ready_since: jiff::Timestamp) {
+/// Renews the Ready heartbeat every 10 s (every second while the network is not ready, so the
+/// node turns Ready soon after its CNI configuration appears), forever; failures are logged and
+/// retried.
+pub(crate) async fn heartbeat(client: kube::Client, f: NodeFacts, mut readiness: Readiness) {
     let api: Api<Node> = Api::all(client);
     loop {
-        tokio::time::sleep(HEARTBEAT).await;
-        let status = node_status(&f, jiff::Timestamp::now(), ready_since);
+        let mut waited = std::time::Duration::ZERO;
+        while waited < HEARTBEAT {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            waited += std::time::Duration::from_secs(1);
+            if !readiness.ready && network_ready(&f.cni_conf_dir) {
+                break;
+            }
+        }
+        let now = jiff::Timestamp::now();
+        readiness = readiness.next(network_ready(&f.cni_conf_dir), now);
+        let status = node_status(&f, now, readiness);
         for patch in status_patches(status) {
             if let Err(e) = api
                 .patch_status(&f.name, &PatchParams::default(), &patch)
@@ -249,6 +310,7 @@ mod tests {
             os_image: "Debian".into(),
             boot_id: "b".into(),
             machine_id: "m".into(),
+            cni_conf_dir: "/nonexistent".into(),
         }
     }
 
@@ -264,7 +326,14 @@ mod tests {
     #[test]
     fn status_is_ready_with_addresses_and_capacity() {
         let t = jiff::Timestamp::UNIX_EPOCH;
-        let s = node_status(&facts(), t, t);
+        let s = node_status(
+            &facts(),
+            t,
+            Readiness {
+                ready: true,
+                since: t,
+            },
+        );
         let addrs: Vec<(String, String)> = s
             .addresses
             .unwrap()
@@ -290,6 +359,46 @@ mod tests {
         );
         assert_eq!(ready.reason.as_deref(), Some("KubeletReady"));
         assert_eq!(s.node_info.unwrap().kubelet_version, KUBELET_VERSION);
+    }
+
+    #[test]
+    fn not_ready_until_the_network_is_configured() {
+        let t0 = jiff::Timestamp::UNIX_EPOCH;
+        let waiting = Readiness {
+            ready: false,
+            since: t0,
+        };
+        let s = node_status(&facts(), t0, waiting);
+        let ready = &s.conditions.unwrap()[0];
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("KubeletNotReady"))
+        );
+        assert!(
+            ready
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("cni plugin not initialized")
+        );
+        let t1 = t0 + jiff::SignedDuration::from_secs(5);
+        let became = waiting.next(true, t1);
+        assert_eq!(
+            became,
+            Readiness {
+                ready: true,
+                since: t1
+            }
+        );
+        assert_eq!(
+            became.next(true, t1 + jiff::SignedDuration::from_secs(5)),
+            became,
+            "transition time kept"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!network_ready(dir.path()));
+        std::fs::write(dir.path().join("10-kubewire.conflist"), "{}").unwrap();
+        assert!(network_ready(dir.path()));
     }
 
     #[test]
