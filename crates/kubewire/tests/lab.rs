@@ -306,6 +306,26 @@ async fn lab_end_to_end() {
         );
     }
 
+    // A second lab runs beside the first on its own network, and goes without touching it.
+    let second = Lab {
+        root: tempfile::tempdir().unwrap(),
+        name: format!("{}b", lab.name),
+    };
+    assert!(
+        second
+            .ok(&["up", "--nodes", "1", "--ip-family", "ipv4"])
+            .contains("is up")
+    );
+    let other = second.plan();
+    assert_ne!(other.bridge(), plan.bridge());
+    assert_ne!(other.api_address(), plan.api_address());
+    second.ok(&["down"]);
+    let matrix = lab.ok(&["matrix", "-n", "demo"]);
+    assert!(
+        all_reachable(&matrix),
+        "after a second lab came and went:\n{matrix}"
+    );
+
     // Down leaves nothing: processes, namespaces, links, mounts, state.
     lab.ok(&["down"]);
     assert!(
