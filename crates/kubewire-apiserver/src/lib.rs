@@ -315,7 +315,20 @@ fn write_kubeconfig(
     });
     let text = serde_yaml::to_string(&doc).map_err(|e| Error::Config(e.to_string()))?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|source| Error::Io {
+    // It may carry a bearer token: readable by its owner only, as kubeadm writes admin.conf.
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    };
+    write().map_err(|source| Error::Io {
         path: tmp.clone(),
         source,
     })?;

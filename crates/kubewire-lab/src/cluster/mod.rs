@@ -244,10 +244,18 @@ fn up(args: UpArgs) -> Result<()> {
         .with_context(|| format!("creating {}", plan.dir.display()))?;
     std::fs::write(plan.state_file(), serde_json::to_vec_pretty(&plan)?)?;
     let token = random_token()?;
-    std::fs::write(
-        supervise::token_file(&plan),
-        format!("{token},admin,admin,\"system:masters\"\n"),
-    )?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        // The lab's admin token: readable by root only.
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(supervise::token_file(&plan))?;
+        f.write_all(format!("{token},admin,admin,\"system:masters\"\n").as_bytes())?;
+    }
     if let Err(e) = network::create(&plan) {
         bar.finish_and_clear();
         let _ = down(&args.name);
