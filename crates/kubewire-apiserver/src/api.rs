@@ -382,7 +382,13 @@ impl Api {
         }
         Ok(Reply::json(
             200,
-            list_body(t.resource.info(), rv, &items, continue_token, remaining),
+            list_body(
+                t.resource.info(),
+                rv,
+                items.iter().map(|o| o.json.as_ref()),
+                continue_token,
+                remaining,
+            ),
         ))
     }
 
@@ -1056,22 +1062,13 @@ impl Api {
             }
         }
         let rv = self.store.read().resource_version();
-        let objs: Vec<Arc<Object>> = Vec::new();
-        let mut body = list_body(t.resource.info(), rv, &objs, None, None).to_vec();
-        // Splice the deleted objects into the (empty) items array.
-        if !deleted.is_empty() {
-            let joined = deleted
-                .iter()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .collect::<Vec<_>>()
-                .join(",");
-            let text = String::from_utf8_lossy(&body).replacen(
-                "\"items\":[]",
-                &format!("\"items\":[{joined}]"),
-                1,
-            );
-            body = text.into_bytes();
-        }
+        let body = list_body(
+            t.resource.info(),
+            rv,
+            deleted.iter().map(|b| b.as_ref()),
+            None,
+            None,
+        );
         Ok(Reply::json(200, body))
     }
 }
@@ -1284,10 +1281,10 @@ fn bookmark(info: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
 }
 
 /// A `…List` body, built by splicing the stored JSON of each item (no re-serialization).
-pub fn list_body(
+pub fn list_body<'a>(
     info: &ResourceType,
     rv: u64,
-    items: &[Arc<Object>],
+    items: impl IntoIterator<Item = &'a [u8]>,
     continue_token: Option<String>,
     remaining: Option<usize>,
 ) -> Bytes {
@@ -1304,14 +1301,12 @@ pub fn list_body(
         info.api_version(),
         meta
     );
-    let size = head.len() + items.iter().map(|o| o.json.len() + 1).sum::<usize>() + 2;
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(head.as_bytes());
-    for (i, o) in items.iter().enumerate() {
+    let mut out = head.into_bytes();
+    for (i, item) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(&o.json);
+        out.extend_from_slice(item);
     }
     out.extend_from_slice(b"]}");
     Bytes::from(out)

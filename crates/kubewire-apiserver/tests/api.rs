@@ -587,6 +587,47 @@ async fn streaming_list_watch_sends_initial_events_then_a_bookmark() {
 }
 
 #[tokio::test]
+async fn delete_collection_removes_what_the_selector_picks() {
+    let h = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
+    for (name, team) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name, "labels": {"team": team}}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let gone = cms
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("team=a"),
+        )
+        .await
+        .unwrap();
+    let list = gone
+        .left()
+        .expect("the deleted objects come back as a list");
+    let mut names: Vec<String> = list
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a1", "a2"]);
+    let left: Vec<String> = cms
+        .list(&ListParams::default().labels("team"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(left, ["b1"]);
+}
+
+#[tokio::test]
 async fn pagination_and_field_selectors() {
     let h = start().await;
     let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
