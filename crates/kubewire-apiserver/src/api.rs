@@ -570,9 +570,19 @@ impl Api {
                 info.api_version()
             )));
         }
+        // The server writes into these before the typed decode sees the body: refuse any other
+        // shape here, as kube's decoder would, rather than coerce it.
+        for field in ["metadata", "spec", "status"] {
+            if !matches!(obj[field], Value::Object(_) | Value::Null) {
+                return Err(ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: {field} must be an object",
+                    info.kind, info.version, info.kind
+                )));
+            }
+        }
         obj["kind"] = json!(info.kind);
         obj["apiVersion"] = json!(info.api_version());
-        if !obj["metadata"].is_object() {
+        if obj["metadata"].is_null() {
             obj["metadata"] = json!({});
         }
         match (

@@ -586,6 +586,83 @@ async fn streaming_list_watch_sends_initial_events_then_a_bookmark() {
     task.abort();
 }
 
+/// Malformed bodies get a 4xx `Status` naming the problem, and the server keeps serving.
+#[tokio::test]
+async fn malformed_bodies_are_refused_not_fatal() {
+    let h = start().await;
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "POST",
+            "/api/v1/namespaces",
+            r#"{"metadata": {"name": "x"}, "spec": "not an object"}"#,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces",
+            r#"{"metadata": "not an object"}"#,
+        ),
+        ("POST", "/api/v1/namespaces", r#"[1, 2, 3]"#),
+        (
+            "POST",
+            "/api/v1/namespaces",
+            r#"{"metadata": {"name": "x"}, "status": 7}"#,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            r#"{"metadata": {"name": "p"}, "spec": {"containers": "nope"}}"#,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/services",
+            r#"{"metadata": {"name": "s"}, "spec": {"ports": [{"port": "eighty"}]}}"#,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            r#"{"kind": "Pod", "metadata": {"name": "c"}}"#,
+        ),
+        ("POST", "/api/v1/namespaces/default/configmaps", "{not json"),
+        (
+            "PUT",
+            "/api/v1/namespaces/default/configmaps/nope",
+            r#"{"metadata": {"name": "other"}}"#,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/pods/nope/binding",
+            r#"{"target": 5}"#,
+        ),
+    ];
+    for (method, path, body) in cases {
+        let req = http::Request::builder()
+            .method(*method)
+            .uri(*path)
+            .header("content-type", "application/json")
+            .body(body.as_bytes().to_vec())
+            .unwrap();
+        match h.client.request_text(req).await {
+            Err(kube::Error::Api(status)) => assert!(
+                (400..500).contains(&status.code),
+                "{method} {path} {body}: {status:?}"
+            ),
+            other => panic!("{method} {path} {body}: expected a 4xx Status, got {other:?}"),
+        }
+    }
+    let patch = http::Request::builder()
+        .method("PATCH")
+        .uri("/api/v1/namespaces/default")
+        .header("content-type", "application/merge-patch+json")
+        .body(br#"{"spec": "x", "metadata": 3}"#.to_vec())
+        .unwrap();
+    assert!(
+        matches!(h.client.request_text(patch).await, Err(kube::Error::Api(s)) if (400..500).contains(&s.code))
+    );
+    // Still serving.
+    let ns: Api<Namespace> = Api::all(h.client.clone());
+    assert!(ns.get("default").await.is_ok());
+}
+
 #[tokio::test]
 async fn delete_collection_removes_what_the_selector_picks() {
     let h = start().await;
