@@ -5,17 +5,17 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("reading kubeconfig {path}: {source}")]
+    #[error("reading kubeconfig {path}")]
     Read {
         path: PathBuf,
         source: kube::config::KubeconfigError,
     },
-    #[error("loading kubeconfig {path}: {source}")]
+    #[error("loading kubeconfig {path}")]
     Load {
         path: PathBuf,
         source: kube::config::KubeconfigError,
     },
-    #[error("building a client from kubeconfig {path}: {source}")]
+    #[error("building a client from kubeconfig {path}")]
     Client { path: PathBuf, source: kube::Error },
 }
 

@@ -299,12 +299,15 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir` and loads every object into memory.
     pub fn open(dir: &Path, history_limit: usize) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(storage_err)?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Storage(format!("creating {}: {e}", dir.display())))?;
         // Every object is also held in memory, so redb's page cache only has to serve writes.
         let db = Database::builder()
             .set_cache_size(REDB_CACHE)
             .create(dir.join("store.redb"))
-            .map_err(storage_err)?;
+            .map_err(|e| {
+                StoreError::Storage(format!("opening {}: {e}", dir.join("store.redb").display()))
+            })?;
         let mut state = State {
             objects: HashMap::new(),
             resource_version: 0,

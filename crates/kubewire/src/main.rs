@@ -208,9 +208,19 @@ fn main() {
 
 fn exit_on_error(result: Result<()>) {
     if let Err(e) = result {
-        // One clear line: the chain of causes, outermost first.
-        let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        eprintln!("error: {}", causes.join(": "));
+        // One clear line: the chain of causes, outermost first, each said once (some libraries
+        // repeat their source in their own message).
+        let mut line = String::new();
+        for cause in e.chain().map(|c| c.to_string()) {
+            if line.contains(&cause) {
+                continue;
+            }
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&cause);
+        }
+        eprintln!("error: {line}");
         std::process::exit(1);
     }
 }
