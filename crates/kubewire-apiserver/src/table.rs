@@ -166,6 +166,26 @@ fn node_status(v: &Value) -> Value {
     json!(text)
 }
 
+/// Roles as kubectl shows them: the `node-role.kubernetes.io/<role>` labels, and the older
+/// `kubernetes.io/role` label's value.
+fn node_roles(v: &Value) -> Value {
+    let labels = v["metadata"]["labels"].as_object();
+    let mut roles: Vec<String> = labels
+        .into_iter()
+        .flatten()
+        .filter_map(
+            |(k, val)| match k.strip_prefix("node-role.kubernetes.io/") {
+                Some(role) if !role.is_empty() => Some(role.to_string()),
+                _ if k == "kubernetes.io/role" => val.as_str().map(str::to_string),
+                _ => None,
+            },
+        )
+        .collect();
+    roles.sort();
+    roles.dedup();
+    or_none(roles.join(","))
+}
+
 fn node_address(v: &Value, kind: &str) -> Value {
     or_none(
         v["status"]["addresses"]
@@ -200,7 +220,7 @@ fn columns(r: ResourceId) -> Vec<Column> {
         ]),
         ("", "Node") => cols.extend([
             col("Status", 0, node_status),
-            col("Roles", 0, |_| json!("<none>")),
+            col("Roles", 0, node_roles),
             col("Age", 0, age),
             col("Version", 0, |v| {
                 v["status"]["nodeInfo"]["kubeletVersion"].clone()
@@ -455,4 +475,16 @@ pub fn render(
         "columnDefinitions": definitions,
         "rows": rows,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_roles_come_from_labels() {
+        let node = json!({"metadata": {"labels": {"node-role.kubernetes.io/control-plane": "", "kubernetes.io/role": "worker", "zone": "a"}}});
+        assert_eq!(node_roles(&node), json!("control-plane,worker"));
+        assert_eq!(node_roles(&json!({"metadata": {}})), json!("<none>"));
+    }
 }

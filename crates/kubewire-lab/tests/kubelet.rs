@@ -459,6 +459,11 @@ fn node_registers_ready_with_addresses_and_labels() {
     let capacity = status.capacity.unwrap();
     assert_eq!(capacity["pods"].0, "110");
     assert!(capacity.contains_key("cpu") && capacity.contains_key("memory"));
+    let storage: u64 = capacity["ephemeral-storage"].0.parse().expect("bytes");
+    assert!(
+        storage > 0 && storage != 107_374_182_400,
+        "measured, not a constant: {storage}"
+    );
     assert!(
         status
             .node_info

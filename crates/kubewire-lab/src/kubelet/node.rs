@@ -24,6 +24,8 @@ pub(crate) struct NodeFacts {
     pub cpus: usize,
     pub memory_kib: u64,
     pub max_pods: u32,
+    /// Size of the filesystem pods write to, in bytes.
+    pub ephemeral_storage: u64,
     pub arch: &'static str,
     pub kernel: String,
     pub os_image: String,
@@ -105,6 +107,15 @@ impl NodeFacts {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             memory_kib: mem_total_kib(&read_trim("/proc/meminfo")).unwrap_or(0),
             max_pods: args.max_pods,
+            // The filesystem that holds the pods' directories, as the kubelet measures its root
+            // dir; its parent when the pods dir does not exist yet.
+            ephemeral_storage: [
+                args.pods_dir.as_path(),
+                args.pods_dir.parent().unwrap_or(std::path::Path::new("/")),
+            ]
+            .iter()
+            .find_map(|p| nix::sys::statvfs::statvfs(*p).ok())
+            .map_or(0, |s| s.blocks() * s.fragment_size()),
             arch: go_arch(std::env::consts::ARCH),
             kernel: read_trim("/proc/sys/kernel/osrelease"),
             os_image,
@@ -147,7 +158,10 @@ pub(crate) fn node_status(f: &NodeFacts, now: jiff::Timestamp, readiness: Readin
             Quantity(format!("{}Ki", f.memory_kib)),
         ),
         ("pods".to_string(), Quantity(f.max_pods.to_string())),
-        ("ephemeral-storage".to_string(), Quantity("100Gi".into())),
+        (
+            "ephemeral-storage".to_string(),
+            Quantity(f.ephemeral_storage.to_string()),
+        ),
     ]);
     let mut addresses: Vec<NodeAddress> = f
         .ips
@@ -305,6 +319,7 @@ mod tests {
             cpus: 4,
             memory_kib: 8_000_000,
             max_pods: 110,
+            ephemeral_storage: 107374182400,
             arch: "amd64",
             kernel: "6.1.0".into(),
             os_image: "Debian".into(),

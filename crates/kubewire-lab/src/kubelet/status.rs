@@ -162,6 +162,91 @@ fn condition(
     }
 }
 
+/// The value of a resource quantity ("500m", "1.5", "128Mi", "2G", "1e3"), or `None` if it does
+/// not parse. Precise enough to compare requests with limits.
+fn quantity(q: &str) -> Option<f64> {
+    const SUFFIXES: &[(&str, f64)] = &[
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let q = q.trim();
+    for (suffix, factor) in SUFFIXES {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<f64>().ok().map(|n| n * factor);
+        }
+    }
+    q.parse().ok()
+}
+
+/// The pod's QoS class, by upstream's rules (`GetPodQOS`): BestEffort when no container asks
+/// for or limits cpu or memory; Guaranteed when every container limits both and asks for
+/// exactly its limits (an unset request defaults to the limit); Burstable otherwise.
+pub(crate) fn qos_class(pod: &Pod) -> &'static str {
+    let Some(spec) = pod.spec.as_ref() else {
+        return "BestEffort";
+    };
+    let containers: Vec<_> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .collect();
+    let nonzero = |m: Option<
+        &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >,
+    >,
+                   r: &str| {
+        m.and_then(|m| m.get(r))
+            .and_then(|q| quantity(&q.0))
+            .is_some_and(|v| v != 0.0)
+    };
+    let any = containers.iter().any(|c| {
+        let res = c.resources.as_ref();
+        ["cpu", "memory"].iter().any(|r| {
+            nonzero(res.and_then(|r| r.requests.as_ref()), r)
+                || nonzero(res.and_then(|r| r.limits.as_ref()), r)
+        })
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        let res = c.resources.as_ref();
+        let limits = res.and_then(|r| r.limits.as_ref());
+        let requests = res.and_then(|r| r.requests.as_ref());
+        ["cpu", "memory"].iter().all(|r| {
+            let Some(limit) = limits.and_then(|l| l.get(*r)).and_then(|q| quantity(&q.0)) else {
+                return false;
+            };
+            let request = requests
+                .and_then(|m| m.get(*r))
+                .and_then(|q| quantity(&q.0))
+                .unwrap_or(limit);
+            limit != 0.0 && (request - limit).abs() <= limit.abs() * 1e-9
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
 /// The status the kubelet reports for `pod`. `prev` are the conditions last reported (for
 /// transition times); readiness gates are read from the pod's own status.
 pub(crate) fn pod_status(
@@ -245,7 +330,7 @@ pub(crate) fn pod_status(
                 .collect(),
         ),
         start_time: Some(Time(v.start_time)),
-        qos_class: Some("BestEffort".into()),
+        qos_class: Some(qos_class(pod).into()),
         init_container_statuses: (!v.init.is_empty())
             .then(|| v.init.iter().map(container_status).collect()),
         container_statuses: Some(v.containers.iter().map(container_status).collect()),
@@ -256,6 +341,49 @@ pub(crate) fn pod_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qos_classes_follow_upstream() {
+        let with = |resources: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": resources}]}})).unwrap()
+        };
+        assert_eq!(qos_class(&with(serde_json::json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&with(serde_json::json!({"requests": {"cpu": "0"}}))),
+            "BestEffort"
+        );
+        assert_eq!(
+            qos_class(&with(serde_json::json!({"requests": {"cpu": "100m"}}))),
+            "Burstable"
+        );
+        assert_eq!(
+            qos_class(&with(
+                serde_json::json!({"limits": {"cpu": "1", "memory": "128Mi"}})
+            )),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&with(
+                serde_json::json!({"limits": {"cpu": "1", "memory": "128Mi"}, "requests": {"cpu": "1000m", "memory": "134217728"}})
+            )),
+            "Guaranteed",
+            "quantities compare by value"
+        );
+        assert_eq!(
+            qos_class(&with(
+                serde_json::json!({"limits": {"cpu": "1", "memory": "128Mi"}, "requests": {"cpu": "500m"}})
+            )),
+            "Burstable"
+        );
+        assert_eq!(
+            qos_class(&with(serde_json::json!({"limits": {"cpu": "1"}}))),
+            "Burstable",
+            "memory unlimited"
+        );
+        assert_eq!(quantity("2Gi"), Some(2147483648.0));
+        assert_eq!(quantity("1e3"), Some(1000.0));
+        assert_eq!(quantity("lots"), None);
+    }
 
     const T: jiff::Timestamp = jiff::Timestamp::UNIX_EPOCH;
 
