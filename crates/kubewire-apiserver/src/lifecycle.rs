@@ -206,15 +206,11 @@ pub async fn run(api: Arc<Api>) {
 }
 
 fn dependents_of(api: &Api, uid: &str) -> Vec<(ResourceId, String, String)> {
-    let state = api.store().read();
-    ResourceId::all()
-        .flat_map(|r| {
-            state
-                .list(r, None)
-                .filter(|o| o.owner_uids.iter().any(|u| u == uid))
-                .map(|o| (r, o.key.namespace.clone(), o.key.name.clone()))
-                .collect::<Vec<_>>()
-        })
+    api.store()
+        .read()
+        .dependents(uid)
+        .into_iter()
+        .map(|k| (k.resource, k.namespace, k.name))
         .collect()
 }
 

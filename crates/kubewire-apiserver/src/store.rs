@@ -9,7 +9,7 @@
 //!   an older resourceVersion) and is broadcast to live watchers. A watch older than the history
 //!   gets [`StoreError::Expired`] (HTTP 410), and the client relists.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -210,6 +210,9 @@ pub struct State {
     /// Events at or below this resourceVersion are no longer in `history`.
     compacted: u64,
     history_limit: usize,
+    /// Objects by the uid of each of their owners, so garbage collection finds dependents
+    /// without scanning the store.
+    dependents: HashMap<String, BTreeSet<ObjectKey>>,
 }
 
 impl State {
@@ -260,7 +263,39 @@ impl State {
         Ok(self.history.range(start..).cloned().collect())
     }
 
+    /// The objects that name `uid` among their owners.
+    pub fn dependents(&self, uid: &str) -> Vec<ObjectKey> {
+        self.dependents
+            .get(uid)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Moves an object's entries in the owner index from its old owners to its new ones.
+    fn index_owners(&mut self, before: Option<&Object>, after: Option<&Object>) {
+        if let Some(old) = before {
+            for uid in &old.owner_uids {
+                if let Some(keys) = self.dependents.get_mut(uid) {
+                    keys.remove(&old.key);
+                    if keys.is_empty() {
+                        self.dependents.remove(uid);
+                    }
+                }
+            }
+        }
+        if let Some(new) = after {
+            for uid in &new.owner_uids {
+                self.dependents
+                    .entry(uid.clone())
+                    .or_default()
+                    .insert(new.key.clone());
+            }
+        }
+    }
+
     fn apply(&mut self, event: Arc<Event>) {
+        let after = (event.kind != EventType::Deleted).then_some(&*event.object);
+        self.index_owners(event.previous.as_deref(), after);
         let key = &event.object.key;
         let map = self.objects.entry(key.resource).or_default();
         let slot = (key.namespace.clone(), key.name.clone());
@@ -292,8 +327,21 @@ pub struct Subscription {
 
 pub struct Store {
     state: Arc<RwLock<State>>,
-    writes: mpsc::UnboundedSender<Pending>,
+    /// `None` only while dropping: closing it lets the writer finish its queue and stop.
+    writes: Option<mpsc::UnboundedSender<Pending>>,
     events: broadcast::Sender<Arc<Event>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Store {
+    /// Closes the store: the writer commits what is queued, then releases the database, so the
+    /// same directory can be opened again as soon as this returns.
+    fn drop(&mut self) {
+        self.writes.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl Store {
@@ -314,6 +362,7 @@ impl Store {
             history: VecDeque::new(),
             compacted: 0,
             history_limit: history_limit.max(1),
+            dependents: HashMap::new(),
         };
         {
             let txn = db.begin_read().map_err(storage_err)?;
@@ -346,6 +395,7 @@ impl Store {
                             .and_then(|s| s.parse().ok())
                             .unwrap_or(0);
                         let object = Arc::new(Object::with_json(key.clone(), rv, &value, json));
+                        state.index_owners(None, Some(&object));
                         state
                             .objects
                             .entry(key.resource)
@@ -367,14 +417,15 @@ impl Store {
             state: state.clone(),
             events: events.clone(),
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(storage_err)?;
         Ok(Self {
             state,
-            writes,
+            writes: Some(writes),
             events,
+            writer: Some(writer),
         })
     }
 
@@ -393,6 +444,8 @@ impl Store {
     pub async fn write(&self, write: Write) -> Result<Arc<Object>, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writes
+            .as_ref()
+            .ok_or(StoreError::Closed)?
             .send(Pending { write, reply })
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -568,5 +621,65 @@ fn prepare(write: Write, current: Option<&Arc<Object>>, rv: u64) -> Result<Arc<E
                 previous: Some(current.clone()),
             }))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey {
+            resource: crate::registry::SERVICES,
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    fn put(name: &str, owners: &[&str], precondition: Precondition) -> Write {
+        let refs: Vec<Value> = owners.iter().map(|u| json!({"uid": u})).collect();
+        Write::Put {
+            key: key(name),
+            value: json!({"metadata": {"name": name, "ownerReferences": refs}}),
+            precondition,
+        }
+    }
+
+    #[tokio::test]
+    async fn owner_index_follows_writes_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 100).unwrap();
+        store
+            .write(put("a", &["u1"], Precondition::Absent))
+            .await
+            .unwrap();
+        let b = store
+            .write(put("b", &["u1", "u2"], Precondition::Absent))
+            .await
+            .unwrap();
+        assert_eq!(store.read().dependents("u1"), [key("a"), key("b")]);
+        // b drops its owner u1.
+        store
+            .write(put(
+                "b",
+                &["u2"],
+                Precondition::ResourceVersion(b.resource_version),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(store.read().dependents("u1"), [key("a")]);
+        store
+            .write(Write::Delete {
+                key: key("a"),
+                precondition: None,
+            })
+            .await
+            .unwrap();
+        assert!(store.read().dependents("u1").is_empty());
+        drop(store);
+        let reopened = Store::open(dir.path(), 100).unwrap();
+        assert_eq!(reopened.read().dependents("u2"), [key("b")]);
+        assert!(reopened.read().dependents("u1").is_empty());
     }
 }
