@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ContainerPort, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,52 +175,47 @@ async fn run_once(probe: &Probe, t: &Target<'_>) -> std::io::Result<bool> {
     let bad = |m: &str| std::io::Error::other(m.to_string());
     if let Some(h) = &probe.http_get {
         let host = target_ip(h.host.as_deref(), t.pod_ip)?;
-        if h.scheme
-            .as_deref()
-            .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
-        {
-            return Err(bad("HTTPS probes are not supported"));
-        }
         let port = resolve_port(&h.port, t.ports).ok_or_else(|| bad("unknown probe port"))?;
         let path = h.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
-        let mut stream = TcpStream::connect(SocketAddr::new(host, port)).await?;
+        let addr = SocketAddr::new(host, port);
         let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n",
-            SocketAddr::new(host, port)
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
         );
         for header in h.http_headers.iter().flatten() {
             req.push_str(&format!("{}: {}\r\n", header.name, header.value));
         }
         req.push_str("\r\n");
-        stream.write_all(req.as_bytes()).await?;
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !head.windows(2).any(|w| w == b"\r\n") {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        let code: u16 = String::from_utf8_lossy(&head)
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| bad("no HTTP status line"))?;
+        let stream = TcpStream::connect(addr).await?;
+        let code = if h
+            .scheme
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
+        {
+            let server_name = rustls::pki_types::ServerName::IpAddress(host.into());
+            let tls = tokio_rustls::TlsConnector::from(probe_tls_config())
+                .connect(server_name, stream)
+                .await?;
+            http_status(tls, &req).await?
+        } else {
+            http_status(stream, &req).await?
+        };
         // 2xx and 3xx succeed (the kubelet does not follow redirects off the pod).
         return Ok((200..400).contains(&code));
+    }
+    if let Some(g) = &probe.grpc {
+        let ip = t.pod_ip.ok_or_else(|| bad("the pod has no IP"))?;
+        let port = u16::try_from(g.port).map_err(|_| bad("gRPC probe port out of range"))?;
+        let status = grpc_health(
+            SocketAddr::new(ip, port),
+            g.service.as_deref().unwrap_or(""),
+        )
+        .await?;
+        return Ok(status == GRPC_SERVING);
     }
     let tcp_port = probe
         .tcp_socket
         .as_ref()
-        .map(|s| (&s.host, resolve_port(&s.port, t.ports)))
-        .or_else(|| {
-            // gRPC probes are checked as a TCP connect (no gRPC health client in the lab).
-            probe
-                .grpc
-                .as_ref()
-                .map(|g| (&None, u16::try_from(g.port).ok()))
-        });
+        .map(|s| (&s.host, resolve_port(&s.port, t.ports)));
     if let Some((host, port)) = tcp_port {
         let host = target_ip(host.as_deref(), t.pod_ip)?;
         let port = port.ok_or_else(|| bad("unknown probe port"))?;
@@ -246,12 +241,372 @@ async fn run_once(probe: &Probe, t: &Target<'_>) -> std::io::Result<bool> {
     Err(bad("probe has no handler"))
 }
 
+/// Sends `request` and reads the status code of the response's status line.
+async fn http_status(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    request: &str,
+) -> std::io::Result<u16> {
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io_error("no HTTP status line"))
+}
+
+/// TLS for HTTPS probes. Like the kubelet's, it does not verify the pod's certificate (pods
+/// serve self-signed ones, and the probe targets an IP); it still checks that the server holds
+/// the certificate's key.
+fn probe_tls_config() -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    #[derive(Debug)]
+    struct AnyCertificate(rustls::crypto::WebPkiSupportedAlgorithms);
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_schemes()
+        }
+    }
+
+    static CONFIG: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let verifier = AnyCertificate(provider.signature_verification_algorithms);
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .dangerous()
+                .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+                .with_no_client_auth();
+            std::sync::Arc::new(config)
+        })
+        .clone()
+}
+
+/// `grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING`.
+const GRPC_SERVING: u64 = 1;
+
+fn io_error(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// The gRPC Health Checking Protocol over plaintext HTTP/2, as the kubelet's gRPC probe: the
+/// serving status the server reports for `service` (0, UNKNOWN, when it reports none).
+async fn grpc_health(addr: SocketAddr, service: &str) -> std::io::Result<u64> {
+    use http_body_util::BodyExt;
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .map_err(io_error)?;
+    // Drives the connection; it ends when `sender` is dropped.
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("user-agent", "kube-probe/1.33")
+        .body(http_body_util::Full::new(bytes::Bytes::from(grpc_frame(
+            &health_check_request(service),
+        ))))
+        .map_err(io_error)?;
+    let response = sender.send_request(request).await.map_err(io_error)?;
+    if response.status() != http::StatusCode::OK {
+        return Err(io_error(format!(
+            "gRPC health check answered HTTP {}",
+            response.status()
+        )));
+    }
+    let grpc_status = |h: &http::HeaderMap| {
+        h.get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let in_headers = grpc_status(response.headers());
+    let body = response.into_body().collect().await.map_err(io_error)?;
+    match in_headers
+        .or_else(|| body.trailers().and_then(grpc_status))
+        .as_deref()
+    {
+        Some("0") | None => {}
+        Some(code) => {
+            return Err(io_error(format!(
+                "gRPC health check failed with grpc-status {code}"
+            )));
+        }
+    }
+    health_check_status(&body.to_bytes())
+        .ok_or_else(|| io_error("malformed gRPC health check response"))
+}
+
+fn push_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn read_varint(data: &[u8], at: &mut usize) -> Option<u64> {
+    let mut n = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *data.get(*at)?;
+        *at += 1;
+        n |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// `HealthCheckRequest { string service = 1; }` in protobuf wire format.
+fn health_check_request(service: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    if !service.is_empty() {
+        out.push(0x0a);
+        push_varint(&mut out, service.len() as u64);
+        out.extend_from_slice(service.as_bytes());
+    }
+    out
+}
+
+/// A gRPC length-prefixed message: uncompressed flag, big-endian length, message.
+fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// The `status` (field 1) of a framed `HealthCheckResponse`; other fields are skipped.
+fn health_check_status(frame: &[u8]) -> Option<u64> {
+    let (&compressed, rest) = frame.split_first()?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let message = rest.get(4..4 + len)?;
+    if compressed != 0 {
+        return None;
+    }
+    let (mut at, mut status) = (0, 0);
+    while at < message.len() {
+        let tag = read_varint(message, &mut at)?;
+        match tag & 7 {
+            0 => {
+                let v = read_varint(message, &mut at)?;
+                if tag >> 3 == 1 {
+                    status = v;
+                }
+            }
+            1 => at += 8,
+            2 => at += usize::try_from(read_varint(message, &mut at)?).ok()?,
+            5 => at += 4,
+            _ => return None,
+        }
+    }
+    (at == message.len()).then_some(status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn probe(json: serde_json::Value) -> Probe {
         serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn grpc_health_wire_format() {
+        assert_eq!(health_check_request(""), Vec::<u8>::new());
+        assert_eq!(health_check_request("db"), [0x0a, 2, b'd', b'b']);
+        assert_eq!(grpc_frame(&[0x08, 1]), [0, 0, 0, 0, 2, 0x08, 1]);
+        assert_eq!(health_check_status(&grpc_frame(&[0x08, 1])), Some(1));
+        assert_eq!(health_check_status(&grpc_frame(&[0x08, 2])), Some(2));
+        assert_eq!(
+            health_check_status(&grpc_frame(&[])),
+            Some(0),
+            "UNKNOWN when absent"
+        );
+        // An unknown length-delimited field before the status is skipped.
+        assert_eq!(
+            health_check_status(&grpc_frame(&[0x12, 1, b'x', 0x08, 1])),
+            Some(1)
+        );
+        assert_eq!(
+            health_check_status(&[0, 0, 0, 0, 9, 0x08]),
+            None,
+            "truncated"
+        );
+        assert_eq!(
+            health_check_status(&[0, 0, 0, 0, 1, 0x08]),
+            None,
+            "cut varint"
+        );
+    }
+
+    /// A real HTTP/2 gRPC health server answering `status` (with grpc-status in the trailers).
+    async fn health_server(status: u8) -> SocketAddr {
+        use http_body_util::{BodyExt, StreamBody};
+        use hyper::body::Frame;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        assert_eq!(req.uri().path(), "/grpc.health.v1.Health/Check");
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        let frames = vec![
+                            Ok::<_, std::convert::Infallible>(Frame::data(bytes::Bytes::from(
+                                grpc_frame(&[0x08, status]),
+                            ))),
+                            Ok(Frame::trailers(trailers)),
+                        ];
+                        let body = StreamBody::new(futures::stream::iter(frames)).boxed();
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(body)
+                                .unwrap(),
+                        )
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn grpc_probe_needs_serving_not_just_an_open_port() {
+        assert_eq!(
+            grpc_health(health_server(1).await, "").await.unwrap(),
+            GRPC_SERVING
+        );
+        assert_eq!(
+            grpc_health(health_server(2).await, "db").await.unwrap(),
+            2,
+            "NOT_SERVING"
+        );
+        // A port that speaks no gRPC is a failure, not a pass.
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = plain.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = plain.accept().await {
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+        });
+        assert!(grpc_health(addr, "").await.is_err());
+    }
+
+    /// A TLS server with a self-signed certificate answering every request with `status`.
+    async fn https_server(status: u16) -> SocketAddr {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["pod.local".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 1024];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(
+                            format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+                        )
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn https_probes_speak_tls_to_self_signed_servers() {
+        let target = |addr: SocketAddr| (addr.ip(), addr.port());
+        let run = |scheme: &'static str, (ip, port): (IpAddr, u16)| async move {
+            let p = probe(
+                serde_json::json!({"httpGet": {"scheme": scheme, "port": port, "path": "/healthz"}}),
+            );
+            run_once(
+                &p,
+                &Target {
+                    pod_ip: Some(ip),
+                    ports: &[],
+                    exec_prefix: &[],
+                    env: &[],
+                },
+            )
+            .await
+        };
+        assert!(run("HTTPS", target(https_server(200).await)).await.unwrap());
+        assert!(!run("HTTPS", target(https_server(500).await)).await.unwrap());
+        // Plain HTTP to a TLS port gets no HTTP answer: a failure, not a pass.
+        assert!(run("HTTP", target(https_server(200).await)).await.is_err());
     }
 
     #[test]
