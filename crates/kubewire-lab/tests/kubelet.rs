@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kubewire_apiserver::{Config, Server};
+
+use kubewire_apiserver::testing::TestServer;
 use kubewire_datapath::{NetNs, Netlink, OwnedNetNs, VethSpec, testutil};
 use kubewire_lab::CniRuntime;
 use kubewire_lab::kubelet::{self, KubeletArgs};
@@ -205,16 +205,14 @@ fn setup(bin_dir: PathBuf) -> Env {
     env
 }
 
-async fn api_server(dir: &Path) -> (kube::Client, PathBuf) {
-    let config = Config::new(format!("{HOST_IP}:0").parse().unwrap(), dir);
-    let server = Server::start(config).await.expect("server starts");
-    let path = server.kubeconfig_path().to_path_buf();
-    let kubeconfig = Kubeconfig::read_from(&path).unwrap();
-    tokio::spawn(server.run());
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+/// The API server on the host end of the node's link, so the kubelet reaches it from the node.
+async fn api_server() -> (kube::Client, TestServer) {
+    let server =
+        TestServer::start_with(|c| c.listen = format!("{HOST_IP}:0").parse().unwrap()).await;
+    let client = kubewire_api::client::from_kubeconfig(&server.kubeconfig)
         .await
         .unwrap();
-    (kube::Client::try_from(config).unwrap(), path)
+    (client, server)
 }
 
 /// Polls `f` until it returns `Some`, or panics after `secs` with `what`.
@@ -330,6 +328,7 @@ struct Harness {
     node_ns: NetNs,
     // Dropped after `env` (which stops the kubelet): the API server runs on it.
     rt: tokio::runtime::Runtime,
+    _server: TestServer,
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -348,8 +347,8 @@ impl Harness {
             .enable_all()
             .build()
             .unwrap();
-        let data = env.scratch.path().join("apiserver");
-        let (client, kubeconfig) = rt.block_on(api_server(&data));
+        let (client, server) = rt.block_on(api_server());
+        let kubeconfig = server.kubeconfig.clone();
         env.start_kubelet(&kubeconfig);
         let node_ns = env.node.try_clone().unwrap();
         Some(Harness {
@@ -359,6 +358,7 @@ impl Harness {
             kubeconfig,
             node_ns,
             rt,
+            _server: server,
             _turn: turn,
         })
     }

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::Kubeconfig;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
@@ -91,6 +91,8 @@ pub enum KubeletError {
     Config(String),
     #[error("API: {0}")]
     Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Client(#[from] kubewire_api::client::ClientError),
     #[error(transparent)]
     Lab(#[from] LabError),
     #[error("{context}: {source}")]
@@ -183,14 +185,9 @@ impl Kubelet {
             path: args.kubeconfig.clone(),
             reason: e.to_string(),
         })?;
+        // Read here only for the credentials pods get; the client is built as everywhere else.
         let (token, ca) = credentials(&args.kubeconfig, &kc)?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .map_err(|e| KubeletError::Kubeconfig {
-                path: args.kubeconfig.clone(),
-                reason: e.to_string(),
-            })?;
-        let client = kube::Client::try_from(config)?;
+        let client = kubewire_api::client::from_kubeconfig(&args.kubeconfig).await?;
         if args.pods_dir.starts_with("/run") {
             return Err(KubeletError::Config(format!(
                 "--pods-dir {} must not be under /run (pods get a private /run)",
