@@ -1,12 +1,14 @@
-//! kubewire's node agent, pod networking part (`kubewire agent`): routes to every other node's
-//! pod CIDRs (direct, or over a VXLAN overlay), masquerade of pod traffic leaving the cluster,
-//! and the CNI conflist for `kubewire-cni` once the node has pod CIDRs. Shaped as a pure
+//! kubewire's node agent (`kubewire agent`). Its pod networking part lives here: routes to every
+//! other node's pod CIDRs (direct, or over a VXLAN overlay), masquerade of pod traffic leaving
+//! the cluster, and the CNI conflist for `kubewire-cni` once the node has pod CIDRs; [`run`] runs
+//! it beside the service proxy (`kubewire-proxy`). Shaped as a pure
 //! [`compile()`](compile::compile) of a Node snapshot into the desired kernel state, a thin
 //! [`apply`] layer that converges one network namespace to it, and a [`runtime`] loop; plus
 //! [`bench`], the cross-node half of `kubewire bench cni`.
 //!
 //! It is not the CNI plugin (pod interfaces and their addresses are `kubewire-cni`'s), not node
-//! IPAM (the controller hands out pod CIDRs) and not the service proxy or policy (other tables).
+//! IPAM (the controller hands out pod CIDRs), and not the service proxy or policy themselves
+//! (their own crates and nftables tables).
 
 pub mod apply;
 pub mod bench;
@@ -18,6 +20,7 @@ pub mod testbed;
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use ipnet::IpNet;
 
 pub use compile::{Mode, Settings};
@@ -54,6 +57,9 @@ pub struct Args {
     /// VXLAN UDP port (IANA's 4789).
     #[arg(long, default_value_t = 4789)]
     pub vxlan_port: u16,
+    /// Do not run the service proxy: leave Services to another one (e.g. kube-proxy).
+    #[arg(long)]
+    pub no_service_proxy: bool,
 }
 
 impl Args {
@@ -75,7 +81,43 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         conf_dir: args.cni_conf_dir.clone(),
         data_dir: args.cni_data_dir.clone(),
     };
+    let proxy = (!args.no_service_proxy).then(|| kubewire_proxy::runtime::Config {
+        node_name: args.node_name.clone(),
+        cluster_cidrs: args.cluster_cidr.clone(),
+    });
     let ns = kubewire_datapath::NetNs::current()?;
-    runtime::run_node(client, args.node_name.clone(), args.settings(), paths, ns).await?;
+    run_node(client, &args.node_name, args.settings(), paths, proxy, ns).await
+}
+
+/// Runs node `node_name`'s pod networking and, given its configuration, the service proxy side
+/// by side, programming network namespace `ns`; the first to fail ends both.
+pub async fn run_node(
+    client: kube::Client,
+    node_name: &str,
+    settings: Settings,
+    paths: runtime::CniPaths,
+    proxy: Option<kubewire_proxy::runtime::Config>,
+    ns: kubewire_datapath::NetNs,
+) -> anyhow::Result<()> {
+    let pod_network = async {
+        runtime::run_node(
+            client.clone(),
+            node_name.to_string(),
+            settings,
+            paths,
+            ns.try_clone()?,
+        )
+        .await
+        .context("pod networking")
+    };
+    let Some(proxy) = proxy else {
+        return pod_network.await;
+    };
+    let proxy = async {
+        kubewire_proxy::runtime::run(client.clone(), proxy, ns.try_clone()?)
+            .await
+            .context("service proxy")
+    };
+    tokio::try_join!(pod_network, proxy)?;
     Ok(())
 }

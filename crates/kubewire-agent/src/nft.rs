@@ -8,23 +8,14 @@
 //! "File exists"). Conntrack keeps the NAT bindings of established connections, so re-declaring
 //! (e.g. when the agent restarts) drops nothing.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use ipnet::IpNet;
+
+pub use kubewire_datapath::nft::{NftError, apply};
 
 use crate::compile::Masquerade;
 
 /// The agent's nftables table (family `inet`).
 pub const TABLE: &str = "kubewire-podnet";
-
-#[derive(Debug, thiserror::Error)]
-pub enum NftError {
-    #[error("cannot run nft (install the nftables package): {0}")]
-    Spawn(std::io::Error),
-    #[error("nft -f - failed: {0}")]
-    Failed(String),
-}
 
 /// The transaction that makes the table hold exactly `masq` (or removes it when `None`).
 pub fn render(masq: Option<&Masquerade>) -> String {
@@ -66,30 +57,6 @@ pub fn render(masq: Option<&Masquerade>) -> String {
     }
     s.push_str("  }\n}\n");
     s
-}
-
-/// Runs `nft -f -` with `script` from the calling thread (so in its network namespace).
-pub fn apply(script: &str) -> Result<(), NftError> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(NftError::Spawn)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(NftError::Spawn)?;
-    }
-    let out = child.wait_with_output().map_err(NftError::Spawn)?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NftError::Failed(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ))
-    }
 }
 
 #[cfg(test)]

@@ -211,8 +211,8 @@ impl Drop for ScratchDir {
     }
 }
 
-/// A TCP server in a namespace: for each connection it writes the peer address it sees, one
-/// line, then echoes whatever it receives. Stops on drop.
+/// A TCP server in a namespace: for each connection it writes one line, the peer address it
+/// sees and its own address (`PEER LOCAL`), then echoes whatever it receives. Stops on drop.
 #[derive(Debug)]
 pub struct EchoServer {
     pub port: u16,
@@ -222,7 +222,12 @@ pub struct EchoServer {
 impl EchoServer {
     /// Listens on `[::]:0` (both families) inside `ns`.
     pub fn start(ns: &OwnedNetNs) -> Result<EchoServer> {
-        let listener = ns.run(|| TcpListener::bind("[::]:0"))??;
+        Self::start_on(ns, 0)
+    }
+
+    /// Listens on `[::]:port` (both families) inside `ns`.
+    pub fn start_on(ns: &OwnedNetNs, port: u16) -> Result<EchoServer> {
+        let listener = ns.run(|| TcpListener::bind(("::", port)))??;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -250,7 +255,10 @@ impl Drop for EchoServer {
 fn echo(mut conn: TcpStream, peer: IpAddr) {
     let _ = conn.set_nonblocking(false);
     let _ = conn.set_nodelay(true);
-    if writeln!(conn, "{peer}").is_err() {
+    let Ok(local) = conn.local_addr() else {
+        return;
+    };
+    if writeln!(conn, "{peer} {}", local.ip().to_canonical()).is_err() {
         return;
     }
     let Ok(mut reader) = conn.try_clone() else {
@@ -269,8 +277,18 @@ pub fn connect(ns: &OwnedNetNs, to: SocketAddr, timeout: Duration) -> Result<Tcp
 
 /// Connects from `ns` to an [`EchoServer`] and returns the source address the server saw.
 pub fn seen_by_server(ns: &OwnedNetNs, to: SocketAddr) -> Result<IpAddr> {
-    let stream = connect(ns, to, Duration::from_secs(3))?;
+    served(ns, to, Duration::from_secs(3)).map(|(peer, _)| peer)
+}
+
+/// Connects from `ns` to an [`EchoServer`] (directly or through a Service) and returns the
+/// source address the server saw and the server's own address.
+pub fn served(ns: &OwnedNetNs, to: SocketAddr, timeout: Duration) -> Result<(IpAddr, IpAddr)> {
+    let stream = connect(ns, to, timeout)?;
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line)?;
-    line.trim().parse().map_err(io_other)
+    let mut words = line.split_whitespace().map(str::parse::<IpAddr>);
+    match (words.next(), words.next()) {
+        (Some(Ok(peer)), Some(Ok(local))) => Ok((peer, local)),
+        _ => Err(io_other(format!("unexpected greeting {line:?}"))),
+    }
 }

@@ -5,103 +5,24 @@
 //! binary from the conflist the agent wrote.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use kubewire_apiserver::testing::TestServer;
-
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams};
 use kubewire_agent::compile::Mode;
-use kubewire_agent::runtime::{CniPaths, run_node};
-use kubewire_agent::testbed::{EchoServer, Host, Pod, Testbed, connect, seen_by_server};
-use kubewire_agent::{Settings, compile::VXLAN_DEVICE};
-use kubewire_controllers::nodeipam::{IpamConfig, runtime as nodeipam};
+use kubewire_agent::compile::VXLAN_DEVICE;
+use kubewire_agent::testbed::{EchoServer, Host, Testbed, connect, seen_by_server};
 use kubewire_datapath::overlay::RTPROT_KUBEWIRE;
 use kubewire_datapath::{Netlink, Route, testutil};
-use serde_json::json;
 
-/// Tasks aborted on drop (agents, the controller).
-#[derive(Default)]
-struct Tasks(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
-    }
-}
-
-struct Cluster {
-    client: kube::Client,
-    _server: TestServer,
-}
-
-async fn api_server() -> Cluster {
-    let server = TestServer::start().await;
-    Cluster {
-        client: kubewire_api::client::from_kubeconfig(&server.kubeconfig)
-            .await
-            .unwrap(),
-        _server: server,
-    }
-}
-
-fn plugin() -> PathBuf {
-    // The plugin binary beside this test's target dir (cargo builds it with the workspace's
-    // `kubewire-cni` dependency of this crate: `cargo build -p kubewire-cni` first if missing).
-    kubewire_cni::bench::plugin_binary().unwrap_or_else(|e| {
-        panic!("{e}: run `cargo build -p kubewire-cni` with the same CARGO_TARGET_DIR first")
-    })
-}
-
-fn settings(mode: Mode) -> Settings {
-    Settings {
-        mode,
-        masquerade: true,
-        cluster_cidrs: vec![],
-        vxlan_vni: 1,
-        vxlan_port: 4789,
-    }
-}
-
-fn start_agent(client: &kube::Client, node: &Host, mode: Mode) -> tokio::task::JoinHandle<()> {
-    let (client, name) = (client.clone(), node.name.clone());
-    let paths = CniPaths {
-        conf_dir: node.cni_conf_dir(),
-        data_dir: node.cni_data_dir(),
-    };
-    let ns = node.ns.try_clone().unwrap();
-    tokio::spawn(async move {
-        if let Err(e) = run_node(client, name.clone(), settings(mode), paths, ns).await {
-            panic!("agent {name}: {e}");
-        }
-    })
-}
-
-/// Blocking work (sockets, netlink) off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
-
-async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+mod common;
+use common::{
+    api_server, blocking, eventually, make_pods, plugin, round_trip, sock, start_agent, start_nodes,
+};
 
 /// The agent-owned routes of a node (both families).
 /// (On a thread of its own inside the node: netlink runs its own runtime.)
@@ -131,18 +52,6 @@ fn vxlan_peers(node: &Host) -> usize {
         .unwrap()
 }
 
-fn sock(ip: IpAddr, port: u16) -> SocketAddr {
-    SocketAddr::new(ip, port)
-}
-
-/// Exchanges one line over an open echo connection.
-fn round_trip(stream: &mut std::net::TcpStream, reader: &mut BufReader<std::net::TcpStream>) {
-    stream.write_all(b"still there?\n").unwrap();
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    assert_eq!(line, "still there?\n");
-}
-
 async fn scenario(mode: Mode, tag: &str) {
     let cluster = api_server().await;
     let client = cluster.client.clone();
@@ -153,61 +62,8 @@ async fn scenario(mode: Mode, tag: &str) {
     .await;
     let bed = std::sync::Arc::new(bed);
     let nodes: Api<Node> = Api::all(client.clone());
-    for n in &bed.nodes {
-        let node: Node = serde_json::from_value(json!({"metadata": {"name": n.name}})).unwrap();
-        nodes.create(&PostParams::default(), &node).await.unwrap();
-        let status = json!({"status": {"addresses": [
-            {"type": "InternalIP", "address": n.ip4.to_string()},
-            {"type": "InternalIP", "address": n.ip6.to_string()},
-            {"type": "Hostname", "address": n.name},
-        ]}});
-        nodes
-            .patch_status(&n.name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .unwrap();
-    }
-    let mut tasks = Tasks::default();
-    let ipam = IpamConfig::new(
-        vec![
-            "10.244.0.0/16".parse().unwrap(),
-            "fd00:10:244::/56".parse().unwrap(),
-        ],
-        24,
-        64,
-    )
-    .unwrap();
-    tasks.0.push(tokio::spawn({
-        let client = client.clone();
-        async move { nodeipam::run(client, ipam).await.unwrap() }
-    }));
-    for n in &bed.nodes {
-        tasks.0.push(start_agent(&client, n, mode));
-    }
-
-    // The agents write the conflist once node IPAM has given the node its CIDRs.
-    for n in &bed.nodes {
-        let p = n.cni_conf_dir().join(kubewire_agent::cni::CONFLIST_NAME);
-        eventually(&format!("conflist of {}", n.name), || {
-            p.exists().then_some(())
-        })
-        .await;
-    }
-    let pods: Vec<Pod> = blocking({
-        let bed = bed.clone();
-        move || {
-            let bin = plugin();
-            bed.nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| n.add_pod(&bin, &format!("pod{i}")).unwrap())
-                .collect()
-        }
-    })
-    .await;
-    let pods = std::sync::Arc::new(pods);
-    for p in pods.iter() {
-        assert_eq!(p.ips.len(), 2, "dual-stack pod: {:?}", p.ips);
-    }
+    let mut tasks = start_nodes(&client, &bed, mode, false).await;
+    let pods = std::sync::Arc::new(make_pods(&bed, &[0, 1, 2]).await);
 
     let pod_servers: Vec<EchoServer> = pods
         .iter()
@@ -317,7 +173,7 @@ async fn scenario(mode: Mode, tag: &str) {
         .unwrap();
     assert!(owned_routes(&bed.nodes[0]).iter().any(|(d, _)| *d == stale));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    tasks.0[1] = start_agent(&client, &bed.nodes[0], mode);
+    tasks.0[1] = start_agent(&client, &bed.nodes[0], mode, false);
     // The restarted agent converges (the stale route goes, the live ones stay as they were);
     // then both connections still carry data.
     eventually("node0 converged after its restart", || {

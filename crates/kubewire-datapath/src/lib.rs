@@ -3,9 +3,9 @@
 //!
 //! It is deliberately thin: every function does one kernel operation (or one small, named group
 //! of them) and reports the kernel's answer; deciding *what* the node should look like is the job
-//! of the callers (the CNI plugin, the agent, the lab). It is not an nftables layer (yet) and holds
-//! no policy or Kubernetes knowledge. Everything here is tested against the real kernel inside
-//! throw-away network namespaces.
+//! of the callers (the CNI plugin, the agent, the lab). Its nftables part only runs transactions
+//! that callers render ([`nft`]); it holds no policy or Kubernetes knowledge. Everything here is
+//! tested against the real kernel inside throw-away network namespaces.
 //!
 //! Threading: a network namespace belongs to an OS thread, and a netlink socket stays bound to the
 //! namespace it was opened in. [`Netlink`] is a blocking client (it owns a `current_thread` tokio
@@ -16,6 +16,7 @@ pub mod bridge;
 mod error;
 mod netlink;
 mod netns;
+pub mod nft;
 pub mod overlay;
 pub mod sysctl;
 pub mod testutil;

@@ -1,0 +1,307 @@
+//! The service proxy against the real kernel: two node namespaces and an external host on a LAN,
+//! the in-process API server, one agent per node running pod networking and the proxy, pods
+//! made by `kubewire-cni`, each serving TCP on port 7000. Services and EndpointSlices are
+//! written to the API as the EndpointSlice controller would; packets go through the nftables
+//! table `inet kubewire-proxy`.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kubewire_agent::compile::Mode;
+use kubewire_agent::testbed::{EchoServer, Pod, Testbed, connect, served};
+use kubewire_datapath::OwnedNetNs;
+use kubewire_datapath::testutil;
+use serde_json::{Value, json};
+
+mod common;
+use common::{
+    api_server, blocking, eventually, make_pods, round_trip, sock, start_agent, start_nodes,
+};
+
+const POD_PORT: u16 = 7000;
+const NODE_PORT: u16 = 30080;
+const CLUSTER_IP4: &str = "10.96.0.10";
+const CLUSTER_IP6: &str = "fd00:10:96::10";
+
+/// Endpoints of one family: (pod, its node's name, ready).
+fn slice_body(name: &str, v4: bool, endpoints: &[(&Pod, &str, bool)]) -> EndpointSlice {
+    let eps: Vec<Value> = endpoints
+        .iter()
+        .map(|(pod, node, ready)| {
+            json!({
+                "addresses": [pod.ip(v4).unwrap().to_string()],
+                "nodeName": node,
+                "conditions": {"ready": ready, "serving": ready, "terminating": false},
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-{}", if v4 { "v4" } else { "v6" }),
+                     "labels": {"kubernetes.io/service-name": name}},
+        "addressType": if v4 { "IPv4" } else { "IPv6" },
+        "endpoints": eps,
+        "ports": [{"name": "http", "port": POD_PORT, "protocol": "TCP"}],
+    }))
+    .unwrap()
+}
+
+/// Writes both families' slices of Service `name` (create or replace).
+async fn set_endpoints(client: &kube::Client, name: &str, endpoints: &[(&Pod, &str, bool)]) {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    for v4 in [true, false] {
+        let body = slice_body(name, v4, endpoints);
+        let slice_name = body.metadata.name.clone().unwrap();
+        match api.get_opt(&slice_name).await.unwrap() {
+            Some(old) => {
+                let mut body = body;
+                body.metadata.resource_version = old.metadata.resource_version;
+                api.replace(&slice_name, &PostParams::default(), &body)
+                    .await
+                    .unwrap();
+            }
+            None => {
+                api.create(&PostParams::default(), &body).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Connects `tries` times from `ns` to `to`; returns the (peer seen, server) pairs.
+fn sample(ns: &OwnedNetNs, to: std::net::SocketAddr, tries: usize) -> Vec<(IpAddr, IpAddr)> {
+    (0..tries)
+        .map(|i| {
+            served(ns, to, Duration::from_secs(3))
+                .unwrap_or_else(|e| panic!("connection {i} to {to}: {e}"))
+        })
+        .collect()
+}
+
+/// How a connection attempt from `ns` to `to` failed, and how long it took; `None` when it
+/// connected.
+fn failure(ns: &OwnedNetNs, to: std::net::SocketAddr) -> Option<(std::io::ErrorKind, Duration)> {
+    let start = Instant::now();
+    match connect(ns, to, Duration::from_secs(1)) {
+        Ok(_) => None,
+        Err(kubewire_agent::testbed::TestbedError::Io(e)) => Some((e.kind(), start.elapsed())),
+        Err(e) => panic!("{to}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_ips_node_ports_policies_and_restart() {
+    if !testutil::root_or_skip("cluster_ips_node_ports_policies_and_restart") {
+        return;
+    }
+    let cluster = api_server().await;
+    let client = cluster.client.clone();
+    let bed = Arc::new(blocking(|| Testbed::new("svc", 2).unwrap()).await);
+    // Nodes have a default route, as real ones do (a ClusterIP without endpoints must be
+    // routable to reach the proxy's reject).
+    for n in &bed.nodes {
+        for gw in [bed.external.ip4, bed.external.ip6] {
+            let ok = std::process::Command::new("ip")
+                .args(["-n", n.ns.name(), "route", "add", "default", "via"])
+                .arg(gw.to_string())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "default route of {}", n.name);
+        }
+    }
+    let mut tasks = start_nodes(&client, &bed, Mode::Direct, true).await;
+    let pods = Arc::new(make_pods(&bed, &[0, 1, 1]).await);
+    let _servers: Vec<EchoServer> = pods
+        .iter()
+        .map(|p| EchoServer::start_on(&p.ns, POD_PORT).unwrap())
+        .collect();
+    let (node0, node1) = (bed.nodes[0].name.clone(), bed.nodes[1].name.clone());
+
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let web: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "type": "NodePort",
+            "clusterIP": CLUSTER_IP4,
+            "clusterIPs": [CLUSTER_IP4, CLUSTER_IP6],
+            "ipFamilies": ["IPv4", "IPv6"],
+            "ipFamilyPolicy": "RequireDualStack",
+            "selector": {"app": "web"},
+            "ports": [{"name": "http", "port": 80, "targetPort": POD_PORT, "nodePort": NODE_PORT}],
+        }
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &web).await.unwrap();
+    let empty: Service = serde_json::from_value(json!({
+        "metadata": {"name": "empty"},
+        "spec": {"clusterIP": "10.96.0.11", "selector": {"app": "none"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": POD_PORT}]}
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &empty)
+        .await
+        .unwrap();
+    set_endpoints(
+        &client,
+        "web",
+        &[
+            (&pods[0], &node0, true),
+            (&pods[1], &node1, true),
+            (&pods[2], &node1, true),
+        ],
+    )
+    .await;
+
+    // ClusterIP, both families, from a pod: every endpoint is used, including the pod itself
+    // (hairpin, masqueraded so the reply comes back through the node); other pods see the
+    // client's own address.
+    let p = pods.clone();
+    eventually("the ClusterIP answers", || {
+        served(
+            &p[0].ns,
+            sock(CLUSTER_IP4.parse().unwrap(), 80),
+            Duration::from_millis(300),
+        )
+        .ok()
+    })
+    .await;
+    let p = pods.clone();
+    blocking(move || {
+        for (vip, v4) in [(CLUSTER_IP4, true), (CLUSTER_IP6, false)] {
+            let me = p[0].ip(v4).unwrap();
+            let seen = sample(&p[0].ns, sock(vip.parse().unwrap(), 80), 40);
+            let servers: BTreeSet<IpAddr> = seen.iter().map(|(_, s)| *s).collect();
+            let all: BTreeSet<IpAddr> = p.iter().map(|p| p.ip(v4).unwrap()).collect();
+            assert_eq!(servers, all, "{vip}: every endpoint serves");
+            for (peer, server) in seen {
+                if server == me {
+                    assert_ne!(peer, me, "hairpin must be masqueraded");
+                } else {
+                    assert_eq!(peer, me, "pod-to-service keeps the pod's address");
+                }
+            }
+        }
+    })
+    .await;
+
+    // A Service without endpoints refuses at once (ICMP reject), it does not time out.
+    let p = pods.clone();
+    let (kind, took) = blocking(move || failure(&p[0].ns, sock("10.96.0.11".parse().unwrap(), 80)))
+        .await
+        .expect("a Service without endpoints accepted a connection");
+    assert_eq!(kind, std::io::ErrorKind::ConnectionRefused, "took {took:?}");
+    assert!(took < Duration::from_millis(500), "reject took {took:?}");
+
+    // NodePort from outside (Cluster policy: any endpoint, masqueraded), and the node itself
+    // reaching a ClusterIP.
+    let b = bed.clone();
+    blocking(move || {
+        let ext = b.external.ip4;
+        for (peer, _) in sample(&b.external.ns, sock(b.nodes[0].ip4, NODE_PORT), 10) {
+            assert_ne!(peer, ext, "Cluster policy masquerades external clients");
+        }
+        sample(&b.nodes[0].ns, sock(CLUSTER_IP4.parse().unwrap(), 80), 5);
+        sample(&b.external.ns, sock(b.nodes[1].ip6, NODE_PORT), 5);
+    })
+    .await;
+
+    // externalTrafficPolicy: Local: only the node's own endpoints, and the client's address
+    // is kept.
+    services
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"externalTrafficPolicy": "Local"}})),
+        )
+        .await
+        .unwrap();
+    let (b, p) = (bed.clone(), pods.clone());
+    let ext = b.external.ip4;
+    let node1_servers: BTreeSet<IpAddr> = [p[1].ip(true).unwrap(), p[2].ip(true).unwrap()].into();
+    eventually("Local policy keeps the client address", || {
+        served(
+            &b.external.ns,
+            sock(b.nodes[1].ip4, NODE_PORT),
+            Duration::from_millis(500),
+        )
+        .ok()
+        .filter(|(peer, _)| *peer == ext)
+    })
+    .await;
+    let (b, p) = (bed.clone(), pods.clone());
+    blocking(move || {
+        for (peer, server) in sample(&b.external.ns, sock(b.nodes[1].ip4, NODE_PORT), 10) {
+            assert_eq!(peer, ext);
+            assert!(node1_servers.contains(&server), "{server} is not on node1");
+        }
+        for (peer, server) in sample(&b.external.ns, sock(b.nodes[0].ip4, NODE_PORT), 5) {
+            assert_eq!((peer, server), (ext, p[0].ip(true).unwrap()));
+        }
+    })
+    .await;
+
+    // The node's own endpoint goes away: outside clients of node0 are dropped (not rejected:
+    // a load balancer's health check moves them), while the pod and the node itself still
+    // reach the Service through the other node's endpoints.
+    set_endpoints(
+        &client,
+        "web",
+        &[(&pods[1], &node1, true), (&pods[2], &node1, true)],
+    )
+    .await;
+    let (b, p) = (bed.clone(), pods.clone());
+    eventually("node0's NodePort drops outside clients", || {
+        let (kind, _) = failure(&b.external.ns, sock(b.nodes[0].ip4, NODE_PORT))?;
+        (kind == std::io::ErrorKind::TimedOut || kind == std::io::ErrorKind::WouldBlock)
+            .then_some(())
+    })
+    .await;
+    let node1_pods: BTreeSet<IpAddr> = [p[1].ip(true).unwrap(), p[2].ip(true).unwrap()].into();
+    blocking(move || {
+        for (_, server) in sample(&p[0].ns, sock(CLUSTER_IP4.parse().unwrap(), 80), 10) {
+            assert!(node1_pods.contains(&server));
+        }
+        for (peer, server) in sample(&b.nodes[0].ns, sock(b.nodes[0].ip4, NODE_PORT), 5) {
+            assert!(
+                node1_pods.contains(&server),
+                "from the node itself: any endpoint"
+            );
+            assert_eq!(peer, b.nodes[0].ip4, "masqueraded to the node");
+        }
+    })
+    .await;
+
+    // Restarting node0's agent (pod networking and proxy) drops no established connection
+    // through a ClusterIP, and new connections work after it.
+    let p = pods.clone();
+    let mut conn = blocking(move || {
+        let stream = connect(
+            &p[0].ns,
+            sock(CLUSTER_IP4.parse().unwrap(), 80),
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut greeting = String::new();
+        reader.read_line(&mut greeting).unwrap();
+        (stream, reader)
+    })
+    .await;
+    tasks.0[1].abort();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tasks.0[1] = start_agent(&client, &bed.nodes[0], Mode::Direct, true);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let p = pods.clone();
+    blocking(move || {
+        round_trip(&mut conn.0, &mut conn.1);
+        sample(&p[0].ns, sock(CLUSTER_IP6.parse().unwrap(), 80), 5);
+    })
+    .await;
+    drop(tasks);
+}

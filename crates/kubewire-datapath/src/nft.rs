@@ -1,0 +1,44 @@
+//! nftables transactions: a script given to `nft -f -`, which the kernel commits as one batch, so
+//! packets see the old ruleset or the new one, never a mix. Each caller owns its own table and
+//! renders the script; this only runs it in the calling thread's network namespace.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("cannot run nft (install the nftables package): {0}")]
+    Spawn(std::io::Error),
+    #[error("nft -f - failed: {0}")]
+    Failed(String),
+}
+
+/// Runs `nft -f -` with `script` from the calling thread (so in its network namespace).
+pub fn apply(script: &str) -> Result<(), NftError> {
+    run(&["-f", "-"], Some(script)).map(|_| ())
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
+    let mut child = Command::new("nft")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NftError::Spawn)?;
+    if let (Some(script), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(script.as_bytes()).map_err(NftError::Spawn)?;
+    }
+    let out = child.wait_with_output().map_err(NftError::Spawn)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(NftError::Failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}

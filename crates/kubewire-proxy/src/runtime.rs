@@ -1,0 +1,161 @@
+//! The proxy loop: reflectors for Services, EndpointSlices and Nodes; after a change (debounced)
+//! compile, and apply the difference to the table in the node's network namespace.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
+use kube::api::Api;
+use kubewire_controllers::watch::{WatchEnded, reflect};
+use kubewire_datapath::NetNs;
+use kubewire_datapath::nft::NftError;
+
+use crate::compile::{NodeContext, compile};
+use crate::nft::Tables;
+
+const DEBOUNCE: Duration = Duration::from_millis(20);
+/// Re-declare the whole table now and then, to repair what someone else changed in it.
+const RESYNC: Duration = Duration::from_secs(300);
+const RETRY: Duration = Duration::from_secs(2);
+const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    Watch(#[from] WatchEnded),
+    #[error("{0}")]
+    Nft(#[from] NftError),
+    #[error("entering the node's network namespace: {0}")]
+    Netns(#[from] kubewire_datapath::Error),
+    #[error("the apply task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// What the proxy needs besides the API.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    /// The cluster's pod CIDRs; when empty, every Node's `spec.podCIDRs`.
+    pub cluster_cidrs: Vec<IpNet>,
+}
+
+/// The table as last applied in one namespace.
+pub struct Applier {
+    ns: NetNs,
+    applied: Option<Tables>,
+    last_full: Option<Instant>,
+}
+
+impl Applier {
+    pub fn new(ns: NetNs) -> Applier {
+        Applier {
+            ns,
+            applied: None,
+            last_full: None,
+        }
+    }
+
+    /// Makes the table hold `desired`: element updates when the rules stay; otherwise the whole
+    /// table at once. A re-declaration keeps the sets the old table had (emptied), so that an
+    /// entry moving back to an endpoint count it had is again an element update; the periodic
+    /// resync (and the first run, and a run after a failure) declares `desired` alone, which
+    /// prunes them. Returns whether it re-declared the table.
+    pub async fn apply(&mut self, desired: Tables) -> Result<bool, ProxyError> {
+        let resync_due = self.last_full.is_none_or(|t| t.elapsed() >= RESYNC);
+        // Until the transaction is known to be in, nothing is known to be applied.
+        let (script, next, full) = match self.applied.take() {
+            Some(old) if !resync_due => match old.render_delta(&desired) {
+                Some(delta) => (delta, old.after_delta(&desired), false),
+                None => {
+                    let next = old.after_delta(&desired);
+                    (next.render_full(), next, true)
+                }
+            },
+            _ => (desired.render_full(), desired, true),
+        };
+        let ns = self.ns.try_clone()?;
+        tokio::task::spawn_blocking(move || -> Result<(), ProxyError> {
+            let _inside = ns.enter()?;
+            if !script.is_empty() {
+                kubewire_datapath::nft::apply(&script)?;
+            }
+            Ok(())
+        })
+        .await??;
+        if full && resync_due {
+            self.last_full = Some(Instant::now());
+        }
+        self.applied = Some(next);
+        Ok(full)
+    }
+}
+
+/// Runs the proxy for `config.node_name`, programming network namespace `ns`, until dropped.
+pub async fn run(client: Client, config: Config, ns: NetNs) -> Result<(), ProxyError> {
+    let services = reflect(Api::<Service>::all(client.clone()), "proxy: Service").await?;
+    let slices = reflect(
+        Api::<EndpointSlice>::all(client.clone()),
+        "proxy: EndpointSlice",
+    )
+    .await?;
+    let nodes = reflect(Api::<Node>::all(client), "proxy: Node").await?;
+    let mut applier = Applier::new(ns);
+    let mut last_warnings = Vec::new();
+    loop {
+        let node = node_context(&config, &nodes.store.state());
+        let (desired, warnings) = compile(&services.store.state(), &slices.store.state(), &node);
+        if warnings != last_warnings {
+            for w in &warnings {
+                tracing::warn!(node = %config.node_name, "proxy: {w}");
+            }
+            last_warnings = warnings;
+        }
+        let entries = desired.entries.len();
+        let mut wait = RESYNC;
+        match applier.apply(Tables::from_desired(&desired)).await {
+            Ok(true) => tracing::info!(node = %config.node_name, entries, "proxy: table declared"),
+            Ok(false) => tracing::debug!(node = %config.node_name, entries, "proxy: table updated"),
+            Err(e) => {
+                tracing::warn!(node = %config.node_name, "proxy: apply failed (retrying): {e}");
+                wait = RETRY;
+            }
+        }
+        tokio::select! {
+            () = services.changed.notified() => {}
+            () = slices.changed.notified() => {}
+            () = nodes.changed.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+        tokio::time::sleep(DEBOUNCE).await;
+    }
+}
+
+/// This node's identity, and the pod CIDRs: configured, or every Node's.
+fn node_context(config: &Config, nodes: &[std::sync::Arc<Node>]) -> NodeContext {
+    let zone = nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(config.node_name.as_str()))
+        .and_then(|n| n.metadata.labels.as_ref())
+        .and_then(|l| l.get(ZONE_LABEL))
+        .cloned();
+    let pod_cidrs = if config.cluster_cidrs.is_empty() {
+        let all: BTreeSet<IpNet> = nodes
+            .iter()
+            .filter_map(|n| n.spec.as_ref())
+            .flat_map(|s| s.pod_cidrs.iter().flatten())
+            .filter_map(|c| c.parse::<IpNet>().ok())
+            .map(|c| c.trunc())
+            .collect();
+        all.into_iter().collect()
+    } else {
+        config.cluster_cidrs.clone()
+    };
+    NodeContext {
+        name: config.node_name.clone(),
+        zone,
+        pod_cidrs,
+    }
+}
