@@ -189,6 +189,36 @@ async fn lab_end_to_end() {
     let matrix = lab.ok(&["matrix", "-n", "demo"]);
     assert!(all_reachable(&matrix), "{matrix}");
 
+    // In-cluster clients: from inside a pod the `kubernetes` Service's ClusterIP reaches the API
+    // server through the service proxy, with the pod's service-account token and CA, both by
+    // kubectl's in-cluster configuration and by kube-rs's `Client::try_default()`.
+    let listed = lab
+        .exec(
+            "demo/client",
+            &["kubectl", "get", "pods", "-n", "demo", "-o", "name"],
+        )
+        .expect("kubectl in a pod");
+    assert!(listed.contains("pod/client"), "{listed}");
+    let me = std::env::current_exe().unwrap();
+    let probe = lab
+        .exec(
+            "demo/client",
+            &[
+                "env",
+                "KUBEWIRE_IN_CLUSTER_PROBE=1",
+                me.to_str().unwrap(),
+                "--exact",
+                "in_cluster_probe",
+                "--ignored",
+                "--nocapture",
+            ],
+        )
+        .expect("the in-cluster probe runs in a pod");
+    assert!(
+        probe.contains("in-cluster client listed 6 pods in demo"),
+        "{probe}"
+    );
+
     // Readiness failure flips Ready only.
     let frontend = all
         .iter()
@@ -350,4 +380,36 @@ async fn lab_end_to_end() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&prefix), "mounts remain");
     assert!(!PathBuf::from(&plan.dir).exists(), "state remains");
+}
+
+/// Run inside a lab pod by `lab_end_to_end` (through `lab exec`, with the container's
+/// environment): kube-rs finds the API server as an in-cluster client.
+#[tokio::test]
+#[ignore = "runs inside a lab pod, started by lab_end_to_end"]
+async fn in_cluster_probe() {
+    if std::env::var_os("KUBEWIRE_IN_CLUSTER_PROBE").is_none() {
+        eprintln!("in_cluster_probe: only meaningful inside a lab pod");
+        return;
+    }
+    let config = kube::Config::infer().await.expect("a client configuration");
+    let host = std::env::var("KUBERNETES_SERVICE_HOST").expect("the pod's service env");
+    assert_eq!(
+        config.cluster_url.host(),
+        Some(host.as_str()),
+        "the in-cluster configuration, not a kubeconfig"
+    );
+    let client = kube::Client::try_default()
+        .await
+        .expect("an in-cluster client");
+    let ns = std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .expect("the service-account namespace");
+    let pods = Api::<Pod>::namespaced(client, ns.trim())
+        .list(&ListParams::default())
+        .await
+        .expect("listing pods through the kubernetes Service");
+    println!(
+        "in-cluster client listed {} pods in {}",
+        pods.items.len(),
+        ns.trim()
+    );
 }

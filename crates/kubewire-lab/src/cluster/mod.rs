@@ -87,7 +87,11 @@ pub struct ExecPodArgs {
     pub name: String,
     /// The pod, as NAMESPACE/POD (or POD in the default namespace).
     pub pod: String,
-    /// The command and its arguments.
+    /// The container whose environment the command gets (default: the pod's first).
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    /// The command and its arguments. It runs with the container's environment (as
+    /// `kubectl exec` does), so in-cluster clients find the API server.
     #[arg(required = true, last = true)]
     pub command: Vec<String>,
 }
@@ -651,6 +655,25 @@ fn exec(args: &ExecPodArgs) -> Result<()> {
     }
     if dir.join("serviceaccount").is_dir() {
         cmd.arg("--service-account").arg(dir.join("serviceaccount"));
+    }
+    let container = match &args.container {
+        Some(c) => c.clone(),
+        None => spec
+            .containers
+            .first()
+            .map(|c| c.name.clone())
+            .with_context(|| format!("pod {namespace}/{name} has no containers"))?,
+    };
+    if !spec.containers.iter().any(|c| c.name == container) {
+        bail!("pod {namespace}/{name} has no container {container:?}");
+    }
+    if let Some(env) = crate::kubelet::started_env(&dir, &container) {
+        // The container's environment replaces ours, but a terminal stays usable.
+        let term = std::env::var_os("TERM");
+        cmd.env_clear().envs(env);
+        if let Some(term) = term {
+            cmd.env("TERM", term);
+        }
     }
     let err = cmd.arg("--").args(&args.command).exec();
     Err(err).context("running the command in the pod")

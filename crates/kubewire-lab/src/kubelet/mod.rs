@@ -29,6 +29,12 @@ mod status;
 
 pub use pod::{netns_name, teardown_pod_dir, teardown_pods};
 
+/// The environment container `container` of the pod whose directory is `pod_dir` was last
+/// started with, if it was.
+pub fn started_env(pod_dir: &Path, container: &str) -> Option<Vec<(String, String)>> {
+    process::ProcessRecord::load(pod_dir, container).map(|r| r.env)
+}
+
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,8 @@
 //! and adopted from that record by a restarted kubelet, which then polls them because they are
 //! no longer its children.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -24,6 +26,10 @@ pub(crate) struct ProcessRecord {
     /// Exit code and time, once the kubelet saw the process end.
     #[serde(default)]
     pub exit: Option<(i32, jiff::Timestamp)>,
+    /// The environment the container was started with: `kubewire lab exec` gives it to the
+    /// commands it runs in the container, as `kubectl exec` does.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
 }
 
 /// The directory of a pod's container records.
@@ -61,7 +67,15 @@ impl ProcessRecord {
             context: "encoding a process record".into(),
             source: e.into(),
         })?;
-        std::fs::write(&tmp, body).map_err(io_err(format!("writing {}", tmp.display())))?;
+        // Owner-only: the environment may hold Secret values.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&body))
+            .map_err(io_err(format!("writing {}", tmp.display())))?;
         std::fs::rename(&tmp, &path).map_err(io_err(format!("writing {}", path.display())))
     }
 
@@ -118,6 +132,10 @@ impl Process {
             .map_err(io_err("starting a container process"))?;
         let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
         let start_ticks = proc_stat(pid).map_or(0, |(_, t)| t);
+        let env = command
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
+            .collect();
         Ok(Process {
             record: ProcessRecord {
                 pid,
@@ -125,6 +143,7 @@ impl Process {
                 started_at: now,
                 restart_count,
                 exit: None,
+                env,
             },
             child: Some(child),
         })
@@ -176,6 +195,7 @@ mod tests {
             started_at: jiff::Timestamp::UNIX_EPOCH,
             restart_count: 0,
             exit: None,
+            env: vec![("KUBERNETES_SERVICE_HOST".into(), "10.96.0.1".into())],
         };
         assert!(r.alive());
         let recycled = ProcessRecord {
