@@ -5,11 +5,13 @@
 //! Services, EndpointSlices and the node's identity to the node-local service [`model`] (which
 //! endpoints this node may use for which address, after traffic policies, topology and the
 //! terminating fallback); [`nft`] renders that model as sets and maps, and a change as a
-//! transaction of element updates; [`runtime`] watches the API and applies in a network namespace.
+//! transaction of element updates; [`runtime`] watches the API and applies in a network namespace;
+//! [`bench`] measures it against kube-proxy's nftables layout.
 //!
 //! It is not pod routing or masquerade of pod egress (`kubewire-agent`), not NetworkPolicy, and
 //! writes nothing to the API.
 
+pub mod bench;
 pub mod compile;
 pub mod model;
 pub mod nft;

@@ -65,6 +65,17 @@ enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         pods: usize,
     },
+    /// Service proxy: compile time, nftables table load, and the update after one endpoint
+    /// changes, beside kube-proxy's nftables-mode layout for the same Services (rendered here),
+    /// each in a fresh network namespace. Needs root.
+    Proxy {
+        /// ClusterIP Services.
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Endpoints per Service.
+        #[arg(long, default_value_t = 10)]
+        endpoints: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -179,6 +190,10 @@ fn main() {
     // the lab commands run their own small runtimes around blocking kernel work.
     let command = match command {
         Command::Bench(BenchCommand::Cni { pods }) => return exit_on_error(bench::cni(pods)),
+        Command::Bench(BenchCommand::Proxy {
+            services,
+            endpoints,
+        }) => return exit_on_error(bench::proxy(services, endpoints)),
         Command::Lab(cmd) => return exit_on_error(kubewire_lab::cluster::run(cmd)),
         other => other,
     };
@@ -198,7 +213,9 @@ fn main() {
             Command::Agent(args) => kubewire_agent::run(args).await,
             Command::Bench(BenchCommand::Apiserver(opts)) => bench::apiserver::run(opts).await,
             Command::Bench(BenchCommand::Lab(opts)) => bench::lab::run(opts).await,
-            Command::Bench(BenchCommand::Cni { .. }) | Command::Internal(_) | Command::Lab(_) => {
+            Command::Bench(BenchCommand::Cni { .. } | BenchCommand::Proxy { .. })
+            | Command::Internal(_)
+            | Command::Lab(_) => {
                 unreachable!("handled before the runtime starts")
             }
         }

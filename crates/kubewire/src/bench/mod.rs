@@ -19,3 +19,12 @@ pub fn cni(pods: usize) -> Result<()> {
     println!("{network}");
     Ok(())
 }
+
+/// The service proxy's table against kube-proxy's nftables layout for the same Services.
+pub fn proxy(services: usize, endpoints: usize) -> Result<()> {
+    println!("kubewire bench proxy: fresh network namespaces, real nft transactions");
+    let report = kubewire_proxy::bench::bench_proxy(services, endpoints)
+        .context("running the proxy benchmark (needs root and nft)")?;
+    println!("{report}");
+    Ok(())
+}
