@@ -1,10 +1,13 @@
-//! kubewire's cluster-wide controllers, run by `kubewire controller`: today node IPAM (pod CIDRs
-//! for Nodes, [`nodeipam`]). Each controller is a pure reconcile over a snapshot of API objects
-//! plus a thin runtime loop (kube-rs reflector, patches, Events).
+//! kubewire's cluster-wide controllers, run together by `kubewire controller`: node IPAM (pod
+//! CIDRs for Nodes, [`nodeipam`]) and the EndpointSlice controller (EndpointSlices and legacy
+//! Endpoints for every Service with a selector, [`endpointslice`]). Each controller is a pure
+//! reconcile over a snapshot of API objects plus a thin runtime loop (kube-rs reflectors, writes
+//! remembered until the watch shows them, retries with backoff, Events).
 //!
 //! It is not a per-node piece: nothing here touches the kernel (that is `kubewire-agent`), and
 //! it talks to nothing but the Kubernetes API.
 
+pub mod endpointslice;
 pub mod events;
 pub mod nodeipam;
 pub mod watch;
@@ -29,16 +32,59 @@ pub struct Args {
     /// Prefix length of each Node's IPv6 pod CIDR.
     #[arg(long, default_value_t = 64)]
     pub node_cidr_mask_size_ipv6: u8,
+    /// Most endpoints in one EndpointSlice (1 to 1000); a Service with more endpoints for one
+    /// address type and port set gets more slices.
+    #[arg(long, default_value_t = endpointslice::DEFAULT_MAX_ENDPOINTS_PER_SLICE)]
+    pub max_endpoints_per_slice: usize,
 }
 
-/// Runs the controllers until the process is stopped.
+/// Runs the controllers until the process is stopped, or until one of them fails: then the
+/// others stop too and the error is returned, so that a supervisor restarts the whole set.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = nodeipam::IpamConfig::new(
+    let ipam = nodeipam::IpamConfig::new(
         args.cluster_cidr,
         args.node_cidr_mask_size_ipv4,
         args.node_cidr_mask_size_ipv6,
     )?;
+    let slices = endpointslice::Config::new(args.max_endpoints_per_slice)?;
     let client = kubewire_api::client::from_kubeconfig(&args.kubeconfig).await?;
-    nodeipam::runtime::run(client, config).await?;
-    Ok(())
+    let (controller, result) = tokio::select! {
+        r = nodeipam::runtime::run(client.clone(), ipam) => ("node IPAM", r),
+        r = endpointslice::runtime::run(client, slices) => ("EndpointSlice", r),
+    };
+    match result {
+        Err(e) => Err(anyhow::Error::new(e).context(format!("the {controller} controller failed"))),
+        // The loops run until dropped; returning at all is a failure of the set.
+        Ok(()) => anyhow::bail!("the {controller} controller stopped"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn flags_parse_with_their_defaults() {
+        Cli::command().debug_assert();
+        let parse = |extra: &[&str]| {
+            let argv = ["controller", "--kubeconfig", "kc"].iter().chain(extra);
+            Cli::try_parse_from(argv).map(|c| c.args)
+        };
+        let defaults = parse(&[]).expect("defaults parse");
+        assert_eq!(
+            defaults.max_endpoints_per_slice,
+            endpointslice::DEFAULT_MAX_ENDPOINTS_PER_SLICE
+        );
+        let set = parse(&["--max-endpoints-per-slice", "5"]).expect("flag parses");
+        assert_eq!(set.max_endpoints_per_slice, 5);
+        assert!(parse(&["--max-endpoints-per-slice", "many"]).is_err());
+    }
 }

@@ -9,14 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kubewire_api::labels;
 
 use crate::model::{Class, Desired, Entry, Family, Key, Protocol, WhenEmpty};
-
-/// A Service with this label belongs to another proxy (KEP-2447); we leave it alone.
-pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
-/// EndpointSlices of headless Services carry this label; they need no proxying.
-pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Who this node is, for policies and topology.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,12 +46,12 @@ pub fn compile<S: Borrow<Service>, E: Borrow<EndpointSlice>>(
     let mut by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in slices.iter().map(Borrow::borrow) {
         let labels = slice.metadata.labels.as_ref();
-        if labels.is_some_and(|l| l.contains_key(HEADLESS_LABEL)) {
+        if labels.is_some_and(|l| l.contains_key(labels::HEADLESS)) {
             continue;
         }
         let (Some(ns), Some(svc)) = (
             slice.metadata.namespace.as_deref(),
-            labels.and_then(|l| l.get(SERVICE_NAME_LABEL)),
+            labels.and_then(|l| l.get(labels::SERVICE_NAME)),
         ) else {
             continue;
         };
@@ -103,7 +98,7 @@ pub fn compile<S: Borrow<Service>, E: Borrow<EndpointSlice>>(
 /// ExternalName and headless Services have no virtual IP; another proxy's Services are not ours.
 fn is_proxied(svc: &Service) -> bool {
     let labels = svc.metadata.labels.as_ref();
-    if labels.is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL)) {
+    if labels.is_some_and(|l| l.contains_key(labels::SERVICE_PROXY_NAME)) {
         return false;
     }
     let Some(spec) = &svc.spec else {

@@ -20,7 +20,6 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 /// Re-declare the whole table now and then, to repair what someone else changed in it.
 const RESYNC: Duration = Duration::from_secs(300);
 const RETRY: Duration = Duration::from_secs(2);
-const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -139,7 +138,7 @@ fn node_context(config: &Config, nodes: &[std::sync::Arc<Node>]) -> NodeContext 
         .iter()
         .find(|n| n.metadata.name.as_deref() == Some(config.node_name.as_str()))
         .and_then(|n| n.metadata.labels.as_ref())
-        .and_then(|l| l.get(ZONE_LABEL))
+        .and_then(|l| l.get(kubewire_api::labels::TOPOLOGY_ZONE))
         .cloned();
     let pod_cidrs = if config.cluster_cidrs.is_empty() {
         let all: BTreeSet<IpNet> = nodes

@@ -26,9 +26,11 @@ struct Cli {
 enum Command {
     /// Run the embedded, Kubernetes-compatible API server (kubectl and kube-rs work against it).
     Apiserver(ApiserverArgs),
-    /// Cluster-wide controllers: node IPAM (gives every Node its pod CIDRs).
+    /// Cluster-wide controllers: node IPAM (gives every Node its pod CIDRs), and EndpointSlices
+    /// and Endpoints for every Service with a selector.
     Controller(kubewire_controllers::Args),
-    /// Per-node agent: pod routes between nodes (direct or VXLAN), masquerade, the CNI config.
+    /// Per-node agent: pod routes between nodes (direct or VXLAN), masquerade, the CNI config,
+    /// and the service proxy (ClusterIP, NodePort, external and load-balancer IPs, in nftables).
     Agent(kubewire_agent::Args),
     /// Workload controllers and scheduler: Deployments, ReplicaSets, StatefulSets, DaemonSets,
     /// and binding pending pods to Nodes.

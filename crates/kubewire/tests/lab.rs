@@ -219,6 +219,50 @@ async fn lab_end_to_end() {
         "{probe}"
     );
 
+    // Services: the EndpointSlice controller lists each Service's pods and the agents' proxies
+    // send a ClusterIP (from a pod) and a NodePort (from the host, outside the cluster) to them.
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), "demo");
+    let backend_ip = services
+        .get("backend")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    let backend_pods: Vec<String> = all
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .filter(|n| n.starts_with("backend-"))
+        .collect();
+    let url = format!("http://{backend_ip}:9090/hostname");
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let name = lab
+            .exec("demo/client", &["curl", "-sf", "--max-time", "3", &url])
+            .unwrap_or_else(|e| panic!("{url} from the client pod: {e}"));
+        answered.insert(name.trim().to_string());
+    }
+    assert!(
+        answered.iter().all(|n| backend_pods.contains(n)) && !answered.is_empty(),
+        "{answered:?} are not all backend pods {backend_pods:?}"
+    );
+    let frontend_svc = services.get("frontend").await.unwrap().spec.unwrap();
+    let node_port = frontend_svc.ports.unwrap()[0].node_port.unwrap();
+    let node_ip = plan.nodes()[0].addresses[0].addr();
+    let out = Command::new("curl")
+        .args(["-sf", "--max-time", "3"])
+        .arg(format!("http://{node_ip}:{node_port}/hostname"))
+        .output()
+        .unwrap();
+    let name = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && name.starts_with("frontend-"),
+        "NodePort {node_ip}:{node_port} from the host: {name:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Readiness failure flips Ready only.
     let frontend = all
         .iter()

@@ -725,7 +725,7 @@ async fn status(name: &str) -> Result<()> {
             n.metadata.name.clone().unwrap_or_default(),
             if node_ready(n) { "Ready" } else { "NotReady" }.to_string(),
             labels
-                .get("topology.kubernetes.io/zone")
+                .get(kubewire_api::labels::TOPOLOGY_ZONE)
                 .cloned()
                 .unwrap_or_else(|| "<none>".into()),
             ips.join(","),

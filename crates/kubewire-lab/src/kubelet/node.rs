@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, N
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kubewire_api::labels;
 
 use super::{KubeletArgs, KubeletError};
 
@@ -128,14 +129,14 @@ impl NodeFacts {
 
 pub(crate) fn node_labels(f: &NodeFacts) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
-        ("kubernetes.io/hostname".to_string(), f.name.clone()),
+        (labels::HOSTNAME.to_string(), f.name.clone()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
         ("kubernetes.io/arch".to_string(), f.arch.to_string()),
         ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
         ("beta.kubernetes.io/arch".to_string(), f.arch.to_string()),
     ]);
     if let Some(zone) = &f.zone {
-        labels.insert("topology.kubernetes.io/zone".into(), zone.clone());
+        labels.insert(labels::TOPOLOGY_ZONE.into(), zone.clone());
     }
     labels
 }

@@ -508,8 +508,14 @@ impl Worker {
             host_ips: &self.k.node_ips,
             hostname: &self.hostname,
         };
-        // The image's PATH (there is no image: the node's), unless the container sets one.
-        let mut env = vec![("PATH".to_string(), PATH.to_string())];
+        // The image's PATH (there is no image: the node's), and a HOME of the pod's own (a
+        // runtime sets the user's home from the image), unless the container sets them.
+        let home = self.dir.join("home");
+        std::fs::create_dir_all(&home).map_err(io_err(format!("creating {}", home.display())))?;
+        let mut env = vec![
+            ("PATH".to_string(), PATH.to_string()),
+            ("HOME".to_string(), home.display().to_string()),
+        ];
         env.extend(env::container_env(
             &self.pod, &c.spec, &services, &sources, &facts,
         )?);

@@ -276,7 +276,7 @@ fn ignored_services_and_slices() {
         "spec": {"type": "ExternalName", "externalName": "example.org"}}));
     let mut other_proxy = web(json!({}));
     other_proxy.metadata.labels = Some(
-        [(SERVICE_PROXY_NAME_LABEL.to_string(), "other".to_string())]
+        [(labels::SERVICE_PROXY_NAME.to_string(), "other".to_string())]
             .into_iter()
             .collect(),
     );
@@ -289,7 +289,7 @@ fn ignored_services_and_slices() {
 
     let mut s = web_slice("IPv4", vec![ep("10.244.1.5", "n1", true, true, false)]);
     if let Some(l) = s.metadata.labels.as_mut() {
-        l.insert(HEADLESS_LABEL.into(), String::new());
+        l.insert(labels::HEADLESS.into(), String::new());
     }
     let (d, _) = compile(&[web(json!({}))], &[s], &node());
     assert!(
