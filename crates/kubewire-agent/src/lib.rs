@@ -60,6 +60,9 @@ pub struct Args {
     /// Do not run the service proxy: leave Services to another one (e.g. kube-proxy).
     #[arg(long)]
     pub no_service_proxy: bool,
+    /// Where the service proxy serves `/healthz` and `/livez` (kube-proxy's port).
+    #[arg(long, default_value = "[::]:10256")]
+    pub healthz_bind_address: std::net::SocketAddr,
 }
 
 impl Args {
@@ -84,6 +87,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let proxy = (!args.no_service_proxy).then(|| kubewire_proxy::runtime::Config {
         node_name: args.node_name.clone(),
         cluster_cidrs: args.cluster_cidr.clone(),
+        healthz_address: Some(args.healthz_bind_address),
     });
     let ns = kubewire_datapath::NetNs::current()?;
     run_node(client, &args.node_name, args.settings(), paths, proxy, ns).await

@@ -21,13 +21,15 @@ use serde_json::{Value, json};
 
 mod common;
 use common::{
-    api_server, blocking, eventually, make_pods, round_trip, sock, start_agent, start_nodes,
+    HEALTHZ, api_server, blocking, eventually, make_pods, round_trip, sock, start_agent,
+    start_nodes,
 };
 
 const POD_PORT: u16 = 7000;
 const NODE_PORT: u16 = 30080;
 const CLUSTER_IP4: &str = "10.96.0.10";
 const CLUSTER_IP6: &str = "fd00:10:96::10";
+const LB_IP: &str = "203.0.113.50";
 
 /// Endpoints of one family: (pod, its node's name, ready).
 fn slice_body(name: &str, v4: bool, endpoints: &[(&Pod, &str, bool)]) -> EndpointSlice {
@@ -70,6 +72,28 @@ async fn set_endpoints(client: &kube::Client, name: &str, endpoints: &[(&Pod, &s
             }
         }
     }
+}
+
+/// A plain HTTP/1.0 GET from `ns`: the status code and the body.
+fn http_get(
+    ns: &OwnedNetNs,
+    to: std::net::SocketAddr,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = connect(ns, to, Duration::from_secs(2)).map_err(std::io::Error::other)?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or_else(String::new, |(_, b)| b.to_string());
+    Ok((status, body))
 }
 
 /// Connects `tries` times from `ns` to `to`; returns the (peer seen, server) pairs.
@@ -126,7 +150,7 @@ async fn cluster_ips_node_ports_policies_and_restart() {
     let web: Service = serde_json::from_value(json!({
         "metadata": {"name": "web"},
         "spec": {
-            "type": "NodePort",
+            "type": "LoadBalancer",
             "clusterIP": CLUSTER_IP4,
             "clusterIPs": [CLUSTER_IP4, CLUSTER_IP6],
             "ipFamilies": ["IPv4", "IPv6"],
@@ -211,6 +235,34 @@ async fn cluster_ips_node_ports_policies_and_restart() {
     })
     .await;
 
+    // A load-balancer IP, delivered to node0 by the "load balancer" (a route on the outside
+    // host), goes to the endpoints like the ClusterIP does.
+    services
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": LB_IP}]}}})),
+        )
+        .await
+        .unwrap();
+    let b = bed.clone();
+    let ok = std::process::Command::new("ip")
+        .args(["-n", b.external.ns.name(), "route", "add", LB_IP, "via"])
+        .arg(b.nodes[0].ip4.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "route to the load-balancer IP");
+    eventually("the load-balancer IP answers", || {
+        served(
+            &b.external.ns,
+            sock(LB_IP.parse().unwrap(), 80),
+            Duration::from_millis(500),
+        )
+        .ok()
+    })
+    .await;
+
     // externalTrafficPolicy: Local: only the node's own endpoints, and the client's address
     // is kept.
     services
@@ -246,6 +298,36 @@ async fn cluster_ips_node_ports_policies_and_restart() {
     })
     .await;
 
+    // The load balancer's health checks: each node says how many ready endpoints it has.
+    let hc_port = services
+        .get("web")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .health_check_node_port
+        .expect("a healthCheckNodePort for a Local LoadBalancer") as u16;
+    let b = bed.clone();
+    eventually("node1's health check", || {
+        let (status, body) = http_get(&b.external.ns, sock(b.nodes[1].ip4, hc_port), "/").ok()?;
+        (status == 200 && body.contains(r#""localEndpoints":2"#)).then_some(())
+    })
+    .await;
+    let b = bed.clone();
+    blocking(move || {
+        let (status, body) = http_get(&b.external.ns, sock(b.nodes[0].ip4, hc_port), "/").unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body,
+            r#"{"service":{"namespace":"default","name":"web"},"localEndpoints":1,"serviceProxyHealthy":true}"#
+        );
+        let (status, body) =
+            http_get(&b.external.ns, sock(b.nodes[0].ip6, HEALTHZ.port()), "/healthz").unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#""nodeEligible":true"#), "{body}");
+    })
+    .await;
+
     // The node's own endpoint goes away: outside clients of node0 are dropped (not rejected:
     // a load balancer's health check moves them), while the pod and the node itself still
     // reach the Service through the other node's endpoints.
@@ -264,6 +346,9 @@ async fn cluster_ips_node_ports_policies_and_restart() {
     .await;
     let node1_pods: BTreeSet<IpAddr> = [p[1].ip(true).unwrap(), p[2].ip(true).unwrap()].into();
     blocking(move || {
+        let (status, body) = http_get(&b.external.ns, sock(b.nodes[0].ip4, hc_port), "/").unwrap();
+        assert_eq!(status, 503, "no local endpoint: {body}");
+        assert!(body.contains(r#""localEndpoints":0"#), "{body}");
         for (_, server) in sample(&p[0].ns, sock(CLUSTER_IP4.parse().unwrap(), 80), 10) {
             assert!(node1_pods.contains(&server));
         }

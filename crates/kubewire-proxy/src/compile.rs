@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kubewire_api::labels;
 
-use crate::model::{Class, Desired, Entry, Family, Key, Protocol, WhenEmpty};
+use crate::model::{Class, Desired, Entry, Family, Key, Protocol, ServiceHealth, WhenEmpty};
 
 /// Who this node is, for policies and topology.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,8 +61,8 @@ pub fn compile<S: Borrow<Service>, E: Borrow<EndpointSlice>>(
             .push(slice);
     }
     let mut desired = Desired {
-        entries: BTreeMap::new(),
         pod_cidrs: node.pod_cidrs.clone(),
+        ..Desired::default()
     };
     let mut warnings = Vec::new();
     for svc in services.iter().map(Borrow::borrow) {
@@ -90,6 +90,14 @@ pub fn compile<S: Borrow<Service>, E: Borrow<EndpointSlice>>(
                 &mut desired,
                 &mut warnings,
             );
+        }
+        if let Some(port) = health_check_port(svc) {
+            let health = ServiceHealth {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                local_endpoints: local_ready_endpoints(svc, slices, node),
+            };
+            desired.health_checks.insert(port, health);
         }
     }
     (desired, warnings)
@@ -220,6 +228,45 @@ fn add_service_port(
             }
         }
     }
+}
+
+/// The `healthCheckNodePort` a node serves for a Service: `LoadBalancer` with
+/// `externalTrafficPolicy: Local` (the API server allocates it then).
+fn health_check_port(svc: &Service) -> Option<u16> {
+    let spec = svc.spec.as_ref()?;
+    if spec.type_.as_deref() != Some("LoadBalancer")
+        || spec.external_traffic_policy.as_deref() != Some("Local")
+    {
+        return None;
+    }
+    spec.health_check_node_port
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+}
+
+/// Ready endpoints of the Service on this node: distinct addresses over its ports, in the family
+/// that has most (a dual-stack pod counts once).
+fn local_ready_endpoints(svc: &Service, slices: &[&EndpointSlice], node: &NodeContext) -> usize {
+    let ports = svc.spec.iter().flat_map(|s| s.ports.iter().flatten());
+    Family::ALL
+        .iter()
+        .map(|family| {
+            let mut ips = BTreeSet::new();
+            for port in ports.clone() {
+                let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else {
+                    continue;
+                };
+                ips.extend(
+                    endpoints_for(port, protocol, *family, slices, node)
+                        .iter()
+                        .filter(|e| e.ready && e.local)
+                        .map(|e| e.addr.ip()),
+                );
+            }
+            ips.len()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 fn parse_ips<'a>(

@@ -6,13 +6,15 @@
 //! endpoints this node may use for which address, after traffic policies, topology and the
 //! terminating fallback); [`nft`] renders that model as sets and maps, and a change as a
 //! transaction of element updates; [`runtime`] watches the API and applies in a network namespace;
-//! [`bench`] measures it against kube-proxy's nftables layout.
+//! [`health`] serves load balancers' health checks and the proxy's `/healthz`; [`bench`]
+//! measures it against kube-proxy's nftables layout.
 //!
 //! It is not pod routing or masquerade of pod egress (`kubewire-agent`), not NetworkPolicy, and
 //! writes nothing to the API.
 
 pub mod bench;
 pub mod compile;
+pub mod health;
 pub mod model;
 pub mod nft;
 pub mod runtime;

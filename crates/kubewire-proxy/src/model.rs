@@ -161,10 +161,22 @@ pub struct Entry {
     pub service: String,
 }
 
+/// What the health-check server of a `Local`-policy load-balanced Service reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHealth {
+    pub namespace: String,
+    pub name: String,
+    /// Ready endpoints on this node (terminating ones do not count: the load balancer should
+    /// move new connections away from a node that only has those).
+    pub local_endpoints: usize,
+}
+
 /// Everything one node's proxy programs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
     pub entries: BTreeMap<Key, Entry>,
+    /// By `healthCheckNodePort`.
+    pub health_checks: BTreeMap<u16, ServiceHealth>,
     /// The cluster's pod address ranges: sources inside them are pods ("inside the cluster").
     pub pod_cidrs: Vec<IpNet>,
 }

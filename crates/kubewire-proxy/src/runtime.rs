@@ -1,8 +1,11 @@
 //! The proxy loop: reflectors for Services, EndpointSlices and Nodes; after a change (debounced)
-//! compile, and apply the difference to the table in the node's network namespace.
+//! compile, apply the difference to the table in the node's network namespace, and keep the
+//! health-check servers in step.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -14,6 +17,7 @@ use kubewire_datapath::NetNs;
 use kubewire_datapath::nft::NftError;
 
 use crate::compile::{NodeContext, compile};
+use crate::health::{HealthError, HealthServers, HealthState};
 use crate::nft::Tables;
 
 const DEBOUNCE: Duration = Duration::from_millis(20);
@@ -31,6 +35,8 @@ pub enum ProxyError {
     Netns(#[from] kubewire_datapath::Error),
     #[error("the apply task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Health(#[from] HealthError),
 }
 
 /// What the proxy needs besides the API.
@@ -39,6 +45,8 @@ pub struct Config {
     pub node_name: String,
     /// The cluster's pod CIDRs; when empty, every Node's `spec.podCIDRs`.
     pub cluster_cidrs: Vec<IpNet>,
+    /// Where to serve `/healthz` and `/livez` (kube-proxy's `:10256`), if anywhere.
+    pub healthz_address: Option<SocketAddr>,
 }
 
 /// The table as last applied in one namespace.
@@ -101,6 +109,11 @@ pub async fn run(client: Client, config: Config, ns: NetNs) -> Result<(), ProxyE
     )
     .await?;
     let nodes = reflect(Api::<Node>::all(client), "proxy: Node").await?;
+    let health = Arc::new(RwLock::new(HealthState::default()));
+    let mut servers = HealthServers::new(ns.try_clone()?, health.clone());
+    if let Some(addr) = config.healthz_address {
+        servers.serve_proxy(addr)?;
+    }
     let mut applier = Applier::new(ns);
     let mut last_warnings = Vec::new();
     loop {
@@ -114,13 +127,29 @@ pub async fn run(client: Client, config: Config, ns: NetNs) -> Result<(), ProxyE
         }
         let entries = desired.entries.len();
         let mut wait = RESYNC;
-        match applier.apply(Tables::from_desired(&desired)).await {
+        let applied = applier.apply(Tables::from_desired(&desired)).await;
+        match &applied {
             Ok(true) => tracing::info!(node = %config.node_name, entries, "proxy: table declared"),
             Ok(false) => tracing::debug!(node = %config.node_name, entries, "proxy: table updated"),
             Err(e) => {
                 tracing::warn!(node = %config.node_name, "proxy: apply failed (retrying): {e}");
                 wait = RETRY;
             }
+        }
+        if let Ok(mut h) = health.write() {
+            let now = SystemTime::now();
+            if applied.is_ok() {
+                h.last_updated = Some(now);
+                h.failing_since = None;
+            } else {
+                h.failing_since.get_or_insert(now);
+            }
+            h.services = desired.health_checks;
+            h.node_eligible = !being_deleted(&config.node_name, &nodes.store.state());
+        }
+        for e in servers.converge() {
+            tracing::warn!(node = %config.node_name, "proxy: health check server: {e}");
+            wait = RETRY;
         }
         tokio::select! {
             () = services.changed.notified() => {}
@@ -132,8 +161,17 @@ pub async fn run(client: Client, config: Config, ns: NetNs) -> Result<(), ProxyE
     }
 }
 
+/// KEP-3836: a node whose Node object is being deleted fails `/healthz`, so that load balancers
+/// drain it before it goes.
+fn being_deleted(name: &str, nodes: &[Arc<Node>]) -> bool {
+    nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(name))
+        .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
+}
+
 /// This node's identity, and the pod CIDRs: configured, or every Node's.
-fn node_context(config: &Config, nodes: &[std::sync::Arc<Node>]) -> NodeContext {
+fn node_context(config: &Config, nodes: &[Arc<Node>]) -> NodeContext {
     let zone = nodes
         .iter()
         .find(|n| n.metadata.name.as_deref() == Some(config.node_name.as_str()))

@@ -69,6 +69,10 @@ pub fn settings(mode: Mode) -> Settings {
     }
 }
 
+/// Where the proxies serve `/healthz` (each node is a namespace of its own).
+pub const HEALTHZ: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 10256);
+
 /// Starts node `node`'s agent: pod networking, and the service proxy when `proxy`.
 pub fn start_agent(
     client: &kube::Client,
@@ -84,6 +88,7 @@ pub fn start_agent(
     let proxy = proxy.then(|| kubewire_proxy::runtime::Config {
         node_name: name.clone(),
         cluster_cidrs: vec![],
+        healthz_address: Some(HEALTHZ),
     });
     let ns = node.ns.try_clone().unwrap();
     tokio::spawn(async move {

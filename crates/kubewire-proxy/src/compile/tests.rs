@@ -343,3 +343,33 @@ fn a_key_claimed_twice_keeps_the_first_and_warns() {
     );
     assert_eq!(w.len(), 1, "{w:?}");
 }
+
+#[test]
+fn local_load_balancers_get_a_health_check_counting_ready_local_endpoints() {
+    let mut eps = vec![
+        ep("10.244.1.5", "n1", true, true, false),
+        ep("10.244.1.6", "n1", false, true, true),
+        ep("10.244.2.5", "n2", true, true, false),
+    ];
+    let svc = |etp: &str| {
+        web(json!({
+            "type": "LoadBalancer",
+            "externalTrafficPolicy": etp,
+            "healthCheckNodePort": 30500,
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080, "nodePort": 30080}],
+        }))
+    };
+    let (d, _) = compile(&[svc("Local")], &[web_slice("IPv4", eps.clone())], &node());
+    let h = &d.health_checks[&30500];
+    assert_eq!((h.namespace.as_str(), h.name.as_str()), ("default", "web"));
+    assert_eq!(h.local_endpoints, 1, "terminating endpoints do not count");
+    let (d, _) = compile(
+        &[svc("Cluster")],
+        &[web_slice("IPv4", eps.clone())],
+        &node(),
+    );
+    assert!(d.health_checks.is_empty());
+    eps.remove(0);
+    let (d, _) = compile(&[svc("Local")], &[web_slice("IPv4", eps)], &node());
+    assert_eq!(d.health_checks[&30500].local_endpoints, 0);
+}

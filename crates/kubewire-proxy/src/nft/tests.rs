@@ -30,6 +30,7 @@ fn desired(entries: Vec<(Key, Entry)>) -> Desired {
     Desired {
         entries: entries.into_iter().collect(),
         pod_cidrs: vec!["10.244.0.0/16".parse().expect("cidr")],
+        ..Desired::default()
     }
 }
 
