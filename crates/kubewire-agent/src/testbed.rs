@@ -11,7 +11,7 @@
 //! with the conflist the agent wrote, exactly as a container runtime does.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -265,6 +265,37 @@ fn echo(mut conn: TcpStream, peer: IpAddr) {
         return;
     };
     let _ = std::io::copy(&mut reader, &mut conn);
+}
+
+/// A UDP server in a namespace, on `[::]:port`: answers every datagram with `answer`. Stops on
+/// drop.
+#[derive(Debug)]
+pub struct UdpAnswerServer {
+    stop: Arc<AtomicBool>,
+}
+
+impl UdpAnswerServer {
+    pub fn start_on(ns: &OwnedNetNs, port: u16, answer: String) -> Result<UdpAnswerServer> {
+        let socket = ns.run(|| UdpSocket::bind(("::", port)))??;
+        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(answer.as_bytes(), peer);
+                }
+            }
+        });
+        Ok(UdpAnswerServer { stop })
+    }
+}
+
+impl Drop for UdpAnswerServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Connects from inside `ns` (the socket stays there) to `to`, within `timeout`.

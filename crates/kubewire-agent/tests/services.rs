@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kubewire_agent::compile::Mode;
-use kubewire_agent::testbed::{EchoServer, Pod, Testbed, connect, served};
+use kubewire_agent::testbed::{EchoServer, Pod, Testbed, UdpAnswerServer, connect, served};
 use kubewire_datapath::OwnedNetNs;
 use kubewire_datapath::testutil;
 use serde_json::{Value, json};
@@ -30,9 +30,16 @@ const NODE_PORT: u16 = 30080;
 const CLUSTER_IP4: &str = "10.96.0.10";
 const CLUSTER_IP6: &str = "fd00:10:96::10";
 const LB_IP: &str = "203.0.113.50";
+const UDP_IP: &str = "10.96.0.12";
+const UDP_POD_PORT: u16 = 5353;
 
-/// Endpoints of one family: (pod, its node's name, ready).
-fn slice_body(name: &str, v4: bool, endpoints: &[(&Pod, &str, bool)]) -> EndpointSlice {
+/// Endpoints of one family: (pod, its node's name, ready), on `port` (name, number, protocol).
+fn slice_body(
+    name: &str,
+    v4: bool,
+    endpoints: &[(&Pod, &str, bool)],
+    port: (&str, u16, &str),
+) -> EndpointSlice {
     let eps: Vec<Value> = endpoints
         .iter()
         .map(|(pod, node, ready)| {
@@ -48,16 +55,25 @@ fn slice_body(name: &str, v4: bool, endpoints: &[(&Pod, &str, bool)]) -> Endpoin
                      "labels": {"kubernetes.io/service-name": name}},
         "addressType": if v4 { "IPv4" } else { "IPv6" },
         "endpoints": eps,
-        "ports": [{"name": "http", "port": POD_PORT, "protocol": "TCP"}],
+        "ports": [{"name": port.0, "port": port.1, "protocol": port.2}],
     }))
     .unwrap()
 }
 
-/// Writes both families' slices of Service `name` (create or replace).
+/// Writes both families' slices of Service `name` for its TCP port `http` (create or replace).
 async fn set_endpoints(client: &kube::Client, name: &str, endpoints: &[(&Pod, &str, bool)]) {
+    set_endpoints_on(client, name, endpoints, ("http", POD_PORT, "TCP")).await;
+}
+
+async fn set_endpoints_on(
+    client: &kube::Client,
+    name: &str,
+    endpoints: &[(&Pod, &str, bool)],
+    port: (&str, u16, &str),
+) {
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
     for v4 in [true, false] {
-        let body = slice_body(name, v4, endpoints);
+        let body = slice_body(name, v4, endpoints, port);
         let slice_name = body.metadata.name.clone().unwrap();
         match api.get_opt(&slice_name).await.unwrap() {
             Some(old) => {
@@ -211,6 +227,67 @@ async fn cluster_ips_node_ports_policies_and_restart() {
                 }
             }
         }
+    })
+    .await;
+
+    // UDP: a client that keeps sending from one socket is moved off an endpoint that goes away
+    // (its conntrack entry is deleted), rather than being sent to it until the entry expires.
+    let _udp_servers: Vec<UdpAnswerServer> = pods[1..]
+        .iter()
+        .map(|p| {
+            UdpAnswerServer::start_on(&p.ns, UDP_POD_PORT, p.ip(true).unwrap().to_string()).unwrap()
+        })
+        .collect();
+    let dns: Service = serde_json::from_value(json!({
+        "metadata": {"name": "udp"},
+        "spec": {"clusterIP": UDP_IP, "selector": {"app": "udp"},
+                 "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": UDP_POD_PORT}]}
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &dns).await.unwrap();
+    let udp_port = ("dns", UDP_POD_PORT, "UDP");
+    set_endpoints_on(
+        &client,
+        "udp",
+        &[(&pods[1], &node1, true), (&pods[2], &node1, true)],
+        udp_port,
+    )
+    .await;
+    let client_socket = Arc::new(
+        pods[0]
+            .ns
+            .run(|| std::net::UdpSocket::bind("0.0.0.0:0"))
+            .unwrap()
+            .unwrap(),
+    );
+    client_socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    client_socket.connect((UDP_IP, 53)).unwrap();
+    let ask = |socket: &std::net::UdpSocket| -> Option<String> {
+        socket.send(b"who?").ok()?;
+        let mut buf = [0u8; 100];
+        let n = socket.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let s = client_socket.clone();
+    let first = eventually("the UDP Service answers", || ask(&s)).await;
+    let survivor = if first == pods[1].ip(true).unwrap().to_string() {
+        &pods[2]
+    } else {
+        &pods[1]
+    };
+    let s = client_socket.clone();
+    assert_eq!(
+        ask(&s).as_deref(),
+        Some(first.as_str()),
+        "one flow, one endpoint"
+    );
+    set_endpoints_on(&client, "udp", &[(survivor, &node1, true)], udp_port).await;
+    let s = client_socket.clone();
+    let want = survivor.ip(true).unwrap().to_string();
+    eventually("the UDP flow moves to the remaining endpoint", || {
+        ask(&s).filter(|a| *a == want)
     })
     .await;
 

@@ -6,7 +6,7 @@
 //! endpoints this node may use for which address, after traffic policies, topology and the
 //! terminating fallback); [`nft`] renders that model as sets and maps, and a change as a
 //! transaction of element updates; [`runtime`] watches the API and applies in a network namespace;
-//! [`health`] serves load balancers' health checks and the proxy's `/healthz`; [`bench`]
+//! [`conntrack`] forgets UDP flows to endpoints that went away; [`health`] serves load balancers' health checks and the proxy's `/healthz`; [`bench`]
 //! measures it against kube-proxy's nftables layout.
 //!
 //! It is not pod routing or masquerade of pod egress (`kubewire-agent`), not NetworkPolicy, and
@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod compile;
+pub mod conntrack;
 pub mod health;
 pub mod model;
 pub mod nft;

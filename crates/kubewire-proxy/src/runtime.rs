@@ -17,7 +17,9 @@ use kubewire_datapath::NetNs;
 use kubewire_datapath::nft::NftError;
 
 use crate::compile::{NodeContext, compile};
+use crate::conntrack;
 use crate::health::{HealthError, HealthServers, HealthState};
+use crate::model::Desired;
 use crate::nft::Tables;
 
 const DEBOUNCE: Duration = Duration::from_millis(20);
@@ -37,6 +39,8 @@ pub enum ProxyError {
     Join(#[from] tokio::task::JoinError),
     #[error("{0}")]
     Health(#[from] HealthError),
+    #[error("{0}")]
+    Conntrack(#[from] conntrack::ConntrackError),
 }
 
 /// What the proxy needs besides the API.
@@ -114,7 +118,8 @@ pub async fn run(client: Client, config: Config, ns: NetNs) -> Result<(), ProxyE
     if let Some(addr) = config.healthz_address {
         servers.serve_proxy(addr)?;
     }
-    let mut applier = Applier::new(ns);
+    let mut applier = Applier::new(ns.try_clone()?);
+    let mut programmed: Option<Desired> = None;
     let mut last_warnings = Vec::new();
     loop {
         let node = node_context(&config, &nodes.store.state());
@@ -135,6 +140,17 @@ pub async fn run(client: Client, config: Config, ns: NetNs) -> Result<(), ProxyE
                 tracing::warn!(node = %config.node_name, "proxy: apply failed (retrying): {e}");
                 wait = RETRY;
             }
+        }
+        if applied.is_ok() {
+            if let Some(old) = &programmed {
+                let flows = conntrack::stale_udp_flows(old, &desired);
+                if !flows.is_empty()
+                    && let Err(e) = forget_flows(&ns, flows).await
+                {
+                    tracing::warn!(node = %config.node_name, "proxy: UDP conntrack cleanup: {e}");
+                }
+            }
+            programmed = Some(desired.clone());
         }
         if let Ok(mut h) = health.write() {
             let now = SystemTime::now();
@@ -159,6 +175,17 @@ pub async fn run(client: Client, config: Config, ns: NetNs) -> Result<(), ProxyE
         }
         tokio::time::sleep(DEBOUNCE).await;
     }
+}
+
+/// Deletes conntrack entries in `ns`, off the async workers.
+async fn forget_flows(ns: &NetNs, flows: Vec<conntrack::Flow>) -> Result<(), ProxyError> {
+    let ns = ns.try_clone()?;
+    tokio::task::spawn_blocking(move || -> Result<(), ProxyError> {
+        let _inside = ns.enter()?;
+        conntrack::delete(&flows)?;
+        Ok(())
+    })
+    .await?
 }
 
 /// KEP-3836: a node whose Node object is being deleted fails `/healthz`, so that load balancers
