@@ -2,7 +2,6 @@
 //! tests set Pod status (IPs, Ready) through `pods/status` as a kubelet would, and graceful
 //! deletion leaves Pods terminating, as it does until a kubelet finishes it.
 
-use kubewire_api::labels;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -14,6 +13,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
+use kubewire_api::labels;
 use kubewire_apiserver::testing::TestServer;
 use kubewire_controllers::endpointslice::{CONTROLLER_NAME, Config, runtime};
 use serde_json::{Value, json};

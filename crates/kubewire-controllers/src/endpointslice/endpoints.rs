@@ -7,7 +7,6 @@
 //! left out unless the Service publishes not-ready addresses. Subsets are packed in a canonical
 //! layout (upstream `RepackSubsets`), so comparing with what exists is plain equality.
 
-use kubewire_api::labels;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -15,6 +14,7 @@ use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Pod, Service, ServicePort,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kubewire_api::labels;
 
 use super::{
     AddressType, address_types, find_port, hostname_for, is_api_server_service,

@@ -15,12 +15,12 @@ pub mod endpoints;
 pub mod runtime;
 pub mod slices;
 
-use kubewire_api::labels;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kubewire_api::labels;
 use kubewire_api::selector::Selector;
 
 /// Our value of the `managed-by` label: the upstream controller's, so that consumers and tools

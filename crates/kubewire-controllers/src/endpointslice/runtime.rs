@@ -13,7 +13,6 @@
 //! reconcile never acts on a view older than its own writes: a slice is never created twice,
 //! and an update never starts from the version it replaced.
 
-use kubewire_api::labels;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +22,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::{Client, Resource, ResourceExt};
+use kubewire_api::labels;
 use kubewire_api::selector::Selector;
 use serde::Serialize;
 use serde::de::DeserializeOwned;

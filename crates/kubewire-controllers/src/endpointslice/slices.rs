@@ -9,7 +9,6 @@
 //! that are rewritten anyway, then into the one unchanged slice they fill best, then into new
 //! slices; and a slice that would be deleted while another is created is updated into it.
 
-use kubewire_api::labels;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
@@ -18,6 +17,7 @@ use k8s_openapi::api::discovery::v1::{
     Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice, ForNode, ForZone,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kubewire_api::labels;
 
 use super::{
     AddressType, CONTROLLER_NAME, Config, NodeZones, address_types, find_port, hostname_for,
