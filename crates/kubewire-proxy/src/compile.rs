@@ -143,6 +143,16 @@ fn add_service_port(
         return;
     };
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    // The API defaults the timeout to 10800 s (3 h).
+    let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(10_800)
+    });
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
     let cluster_ips = parse_ips(spec.cluster_ips.iter().flatten(), &label, warnings);
     let mut external_ips = parse_ips(spec.external_ips.iter().flatten(), &label, warnings);
@@ -189,6 +199,7 @@ fn add_service_port(
                 backends: backends.to_vec(),
                 when_empty,
                 masquerade: !external_local,
+                affinity_timeout,
                 service: label.clone(),
             };
             if let Some(first) = desired.entries.get(&key) {

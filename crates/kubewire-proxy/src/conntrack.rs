@@ -139,6 +139,7 @@ mod tests {
                         backends,
                         when_empty: WhenEmpty::Reject,
                         masquerade: true,
+                        affinity_timeout: None,
                         service: "default/dns:dns".into(),
                     };
                     (*k, entry)

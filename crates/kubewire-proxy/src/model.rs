@@ -157,6 +157,9 @@ pub struct Entry {
     /// For `ExternalIp`/`NodePort`: masquerade (the `Cluster` policy). The other classes
     /// masquerade by source (see [`Class`]).
     pub masquerade: bool,
+    /// `sessionAffinity: ClientIP`: a client keeps its endpoint for this many seconds after
+    /// its last new connection.
+    pub affinity_timeout: Option<u32>,
     /// `namespace/name:port` of the Service port, for logs and errors.
     pub service: String,
 }

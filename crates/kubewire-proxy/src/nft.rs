@@ -19,8 +19,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
 
-use crate::model::{Class, Desired, Family, Key, WhenEmpty};
+use crate::model::{Class, Desired, Family, Key, Protocol, WhenEmpty};
 
 /// The proxy's nftables table (family `inet`).
 pub const TABLE: &str = "kubewire-proxy";
@@ -90,11 +91,28 @@ impl fmt::Display for SetId {
 /// Elements of a set (value `None`) or map, as nft text.
 pub type Elements = BTreeMap<String, Option<String>>;
 
-/// The table's whole content: every set and map with its elements. Rules follow from which
-/// sets exist.
+/// The table's whole content: every set and map with its elements, and the destinations with
+/// session affinity. Rules follow from which sets exist.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tables {
     pub sets: BTreeMap<SetId, Elements>,
+    pub sticky: Vec<Sticky>,
+}
+
+/// A destination with `sessionAffinity: ClientIP` and endpoints. Stickiness needs state per
+/// endpoint (which clients it had lately), so these take kube-proxy's layout: a chain per
+/// destination that sends a client seen lately by an endpoint back to it, else picks one at
+/// random, and a chain plus a dynamic set (client addresses, with the affinity timeout) per
+/// endpoint. Affinity is the exception, so the chains stay few.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sticky {
+    pub class: Class,
+    pub family: Family,
+    /// The key as set element text.
+    pub key: String,
+    pub protocol: Protocol,
+    pub backends: Vec<SocketAddr>,
+    pub timeout: u32,
 }
 
 impl Tables {
@@ -124,11 +142,28 @@ impl Tables {
         let mut put = |id: SetId, key: String, value: Option<String>| {
             sets.entry(id).or_default().insert(key, value);
         };
+        let mut sticky = Vec::new();
         for (key, entry) in &desired.entries {
             let (class, family) = (key.class, key.family);
             let k = key_text(key);
             let n = entry.backends.len();
-            if n == 0 {
+            if let (Some(timeout), true) = (entry.affinity_timeout, n > 0) {
+                sticky.push(Sticky {
+                    class,
+                    family,
+                    key: k.clone(),
+                    protocol: key.protocol,
+                    backends: entry.backends.clone(),
+                    timeout,
+                });
+                for b in &entry.backends {
+                    put(
+                        SetId::Hairpin(family),
+                        format!("{} . {}", b.ip(), b.ip()),
+                        None,
+                    );
+                }
+            } else if n == 0 {
                 let id = match entry.when_empty {
                     WhenEmpty::Reject => SetId::Reject { class, family },
                     WhenEmpty::Drop => SetId::Drop { class, family },
@@ -157,7 +192,7 @@ impl Tables {
                 put(SetId::Masquerade { class, family }, k, None);
             }
         }
-        Tables { sets }
+        Tables { sets, sticky }
     }
 
     /// The transaction that replaces the whole table with this content.
@@ -182,8 +217,48 @@ impl Tables {
             }
             s.push_str("  }\n");
         }
+        for (i, st) in self.sticky.iter().enumerate() {
+            for k in 0..st.backends.len() {
+                let _ = writeln!(
+                    s,
+                    "  set aff{i}-c{k} {{\n    typeof {} saddr; flags dynamic,timeout; timeout {}s;\n  }}",
+                    st.family.nft_prefix(),
+                    st.timeout
+                );
+            }
+        }
+        s.push_str(&self.sticky_chains());
         s.push_str(&self.chains());
         s.push_str("}\n");
+        s
+    }
+
+    /// The chains of the [`Sticky`] destinations (before the chains that jump to them).
+    fn sticky_chains(&self) -> String {
+        let mut s = String::new();
+        for (i, st) in self.sticky.iter().enumerate() {
+            let p = st.family.nft_prefix();
+            for (k, b) in st.backends.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "  chain aff{i}-ep{k} {{\n    update @aff{i}-c{k} {{ {p} saddr }}\n    meta l4proto {} dnat {p} to {b}\n  }}",
+                    st.protocol
+                );
+            }
+            let _ = writeln!(s, "  chain aff{i} {{");
+            for k in 0..st.backends.len() {
+                let _ = writeln!(s, "    {p} saddr @aff{i}-c{k} goto aff{i}-ep{k}");
+            }
+            let targets: Vec<String> = (0..st.backends.len())
+                .map(|k| format!("{k} : goto aff{i}-ep{k}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "    numgen random mod {} vmap {{ {} }}\n  }}",
+                st.backends.len(),
+                targets.join(", ")
+            );
+        }
         s
     }
 
@@ -192,7 +267,9 @@ impl Tables {
     /// or different pod CIDRs), which takes [`Tables::render_full`]. Sets `desired` no longer
     /// uses are emptied, not removed, so their rules stay valid: see [`Tables::after_delta`].
     pub fn render_delta(&self, desired: &Tables) -> Option<String> {
-        if desired.sets.keys().any(|id| !self.sets.contains_key(id)) {
+        if desired.sets.keys().any(|id| !self.sets.contains_key(id))
+            || self.sticky != desired.sticky
+        {
             return None;
         }
         let empty = Elements::new();
@@ -245,7 +322,10 @@ impl Tables {
         for id in self.sets.keys() {
             sets.entry(*id).or_default();
         }
-        Tables { sets }
+        Tables {
+            sets,
+            sticky: desired.sticky.clone(),
+        }
     }
 
     fn counts(&self, class: Class, family: Family) -> impl Iterator<Item = usize> + '_ {
@@ -394,6 +474,11 @@ impl Tables {
                     SetId::Count { class, family, n },
                     SetId::Backends { class, family }
                 ));
+            }
+            for (i, st) in self.sticky.iter().enumerate() {
+                if st.class == class && st.family == family {
+                    rules.push(format!("{key} {{ {} }} goto aff{i}", st.key));
+                }
             }
         }
         rules

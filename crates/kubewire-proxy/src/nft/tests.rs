@@ -11,6 +11,7 @@ fn entry(backends: &[&str], when_empty: WhenEmpty, masquerade: bool) -> Entry {
             .collect(),
         when_empty,
         masquerade,
+        affinity_timeout: None,
         service: "default/web:http".into(),
     }
 }
@@ -182,4 +183,35 @@ fn local_policy_entries_do_not_masquerade_outside_traffic() {
         }]
             .contains_key("203.0.113.7 . tcp . 80")
     );
+}
+
+#[test]
+fn client_ip_affinity_takes_per_endpoint_chains_and_dynamic_sets() {
+    let k = cip("10.96.0.13", 80);
+    let mut sticky = entry(
+        &["10.244.1.5:8080", "10.244.2.5:8080"],
+        WhenEmpty::Reject,
+        true,
+    );
+    sticky.affinity_timeout = Some(60);
+    let t = Tables::from_desired(&desired(vec![(k, sticky.clone())]));
+    let full = t.render_full();
+    for expected in [
+        "set aff0-c1 {\n    typeof ip saddr; flags dynamic,timeout; timeout 60s;",
+        "chain aff0-ep1 {\n    update @aff0-c1 { ip saddr }\n    meta l4proto tcp dnat ip to 10.244.2.5:8080\n  }",
+        "ip saddr @aff0-c0 goto aff0-ep0",
+        "numgen random mod 2 vmap { 0 : goto aff0-ep0, 1 : goto aff0-ep1 }",
+        "ip daddr . meta l4proto . th dport { 10.96.0.13 . tcp . 80 } goto aff0",
+        "elements = { 10.244.1.5 . 10.244.1.5, 10.244.2.5 . 10.244.2.5 }",
+    ] {
+        assert!(full.contains(expected), "missing {expected:?} in:\n{full}");
+    }
+    assert!(
+        !full.contains("cip4-n2"),
+        "not in the random-pick sets:\n{full}"
+    );
+    // Its endpoints changing re-declares (its chains change); other entries' do not.
+    sticky.backends.pop();
+    let other = Tables::from_desired(&desired(vec![(k, sticky)]));
+    assert_eq!(t.render_delta(&other), None);
 }
