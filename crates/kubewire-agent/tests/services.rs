@@ -408,6 +408,40 @@ async fn cluster_ips_node_ports_policies_and_restart() {
     })
     .await;
 
+    // loadBalancerSourceRanges: a client outside them is dropped, one inside is served.
+    let set_ranges = |ranges: &'static [&'static str]| {
+        let services = services.clone();
+        async move {
+            services
+                .patch(
+                    "web",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"loadBalancerSourceRanges": ranges}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    set_ranges(&["198.51.100.201/32"]).await;
+    let b = bed.clone();
+    eventually("a client outside the source ranges is dropped", || {
+        let (kind, _) = failure(&b.external.ns, sock(LB_IP.parse().unwrap(), 80))?;
+        (kind == std::io::ErrorKind::TimedOut || kind == std::io::ErrorKind::WouldBlock)
+            .then_some(())
+    })
+    .await;
+    set_ranges(&["198.51.100.0/24"]).await;
+    let b = bed.clone();
+    eventually("a client inside the source ranges is served", || {
+        served(
+            &b.external.ns,
+            sock(LB_IP.parse().unwrap(), 80),
+            Duration::from_millis(500),
+        )
+        .ok()
+    })
+    .await;
+
     // externalTrafficPolicy: Local: only the node's own endpoints, and the client's address
     // is kept.
     services

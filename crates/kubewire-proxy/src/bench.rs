@@ -58,6 +58,7 @@ pub fn bench_proxy(services: usize, endpoints: usize) -> Result<Report, BenchErr
     let node = NodeContext {
         name: "node0".into(),
         zone: None,
+        node_ips: Vec::new(),
         pod_cidrs: vec!["10.0.0.0/8".parse().map_err(|_| synthetic("cidr"))?],
     };
     let (svcs, mut slices) = synthetic_cluster(services, endpoints)?;

@@ -13,6 +13,9 @@ use kubewire_api::labels;
 
 use crate::model::{Class, Desired, Entry, Family, Key, Protocol, ServiceHealth, WhenEmpty};
 
+/// The legacy form of `spec.loadBalancerSourceRanges`, still read by kube-proxy.
+const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
+
 /// Who this node is, for policies and topology.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeContext {
@@ -21,6 +24,8 @@ pub struct NodeContext {
     pub zone: Option<String>,
     /// The cluster's pod CIDRs (sources inside them are pods).
     pub pod_cidrs: Vec<IpNet>,
+    /// This node's own addresses (its Node's InternalIPs and ExternalIPs).
+    pub node_ips: Vec<IpAddr>,
 }
 
 /// One endpoint as the proxy sees it (kube-proxy's `BaseEndpointInfo`).
@@ -155,7 +160,8 @@ fn add_service_port(
     });
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
     let cluster_ips = parse_ips(spec.cluster_ips.iter().flatten(), &label, warnings);
-    let mut external_ips = parse_ips(spec.external_ips.iter().flatten(), &label, warnings);
+    let external_ips = parse_ips(spec.external_ips.iter().flatten(), &label, warnings);
+    let mut lb_ips = Vec::new();
     if spec.type_.as_deref() == Some("LoadBalancer") {
         // KEP-1860: `ipMode: Proxy` means the load balancer delivers to the node with its own
         // address as destination, so the LB IP must not be short-circuited here.
@@ -168,8 +174,9 @@ fn add_service_port(
             .flatten()
             .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
             .filter_map(|i| i.ip.as_ref());
-        external_ips.extend(parse_ips(ingress, &label, warnings));
+        lb_ips = parse_ips(ingress, &label, warnings);
     }
+    let source_ranges = source_ranges(svc, &lb_ips, node, &label, warnings);
     let node_port = match spec.type_.as_deref() {
         Some("NodePort" | "LoadBalancer") => port
             .node_port
@@ -187,7 +194,11 @@ fn add_service_port(
         } else {
             WhenEmpty::Drop
         };
-        let mut put = |class: Class, ip: Option<IpAddr>, port: u16, backends: &[SocketAddr]| {
+        let mut put = |class: Class,
+                       ip: Option<IpAddr>,
+                       port: u16,
+                       backends: &[SocketAddr],
+                       allowed: &[IpNet]| {
             let key = Key {
                 family,
                 class,
@@ -200,6 +211,7 @@ fn add_service_port(
                 when_empty,
                 masquerade: !external_local,
                 affinity_timeout,
+                source_ranges: allowed.to_vec(),
                 service: label.clone(),
             };
             if let Some(first) = desired.entries.get(&key) {
@@ -216,16 +228,30 @@ fn add_service_port(
         let internal = if internal_local { &local } else { &cluster };
         let external = if external_local { &local } else { &cluster };
         for ip in cluster_ips.iter().filter(|ip| Family::of(**ip) == family) {
-            put(Class::ClusterIp, Some(*ip), service_port, internal);
+            put(Class::ClusterIp, Some(*ip), service_port, internal, &[]);
         }
-        for ip in external_ips.iter().filter(|ip| Family::of(**ip) == family) {
-            put(Class::ExternalIp, Some(*ip), service_port, external);
+        // `loadBalancerSourceRanges` guard the load-balancer IPs only, not externalIPs or
+        // NodePorts (API reference; kube-proxy's `firewall-ips`).
+        let external_ips = external_ips.iter().map(|ip| (ip, &[][..]));
+        let lb = lb_ips.iter().map(|ip| (ip, source_ranges.as_slice()));
+        for (ip, allowed) in external_ips
+            .chain(lb)
+            .filter(|(ip, _)| Family::of(**ip) == family)
+        {
+            put(
+                Class::ExternalIp,
+                Some(*ip),
+                service_port,
+                external,
+                allowed,
+            );
             if external_local {
                 put(
                     Class::ExternalIpFromInside,
                     Some(*ip),
                     service_port,
                     &cluster,
+                    allowed,
                 );
             }
         }
@@ -233,9 +259,9 @@ fn add_service_port(
         if let Some(np) =
             node_port.filter(|_| cluster_ips.iter().any(|ip| Family::of(*ip) == family))
         {
-            put(Class::NodePort, None, np, external);
+            put(Class::NodePort, None, np, external, &[]);
             if external_local {
-                put(Class::NodePortFromInside, None, np, &cluster);
+                put(Class::NodePortFromInside, None, np, &cluster, &[]);
             }
         }
     }
@@ -278,6 +304,53 @@ fn local_ready_endpoints(svc: &Service, slices: &[&EndpointSlice], node: &NodeCo
         })
         .max()
         .unwrap_or(0)
+}
+
+/// The sources a load-balancer IP accepts (empty: any): `spec.loadBalancerSourceRanges`, else
+/// the legacy annotation. When this node's own address is inside them, the load-balancer IPs
+/// are allowed as sources too, as kube-proxy does for traffic that hairpins through the load
+/// balancer.
+fn source_ranges(
+    svc: &Service,
+    lb_ips: &[IpAddr],
+    node: &NodeContext,
+    label: &str,
+    warnings: &mut Vec<String>,
+) -> Vec<IpNet> {
+    let from_field = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_source_ranges.clone())
+        .filter(|r| !r.is_empty());
+    let from_annotation = || {
+        svc.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SOURCE_RANGES_ANNOTATION))
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+    };
+    let Some(raw) = from_field.or_else(from_annotation) else {
+        return Vec::new();
+    };
+    let mut ranges: Vec<IpNet> = raw
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| match s.parse::<IpNet>() {
+            Ok(net) => Some(net.trunc()),
+            Err(_) => {
+                warnings.push(format!("{label}: source range {s:?} is not a CIDR"));
+                None
+            }
+        })
+        .collect();
+    if node
+        .node_ips
+        .iter()
+        .any(|ip| ranges.iter().any(|r| r.contains(ip)))
+    {
+        ranges.extend(lb_ips.iter().map(|ip| IpNet::from(*ip)));
+    }
+    ranges
 }
 
 fn parse_ips<'a>(

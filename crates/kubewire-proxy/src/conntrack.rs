@@ -140,6 +140,7 @@ mod tests {
                         when_empty: WhenEmpty::Reject,
                         masquerade: true,
                         affinity_timeout: None,
+                        source_ranges: Vec::new(),
                         service: "default/dns:dns".into(),
                     };
                     (*k, entry)

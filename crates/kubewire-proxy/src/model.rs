@@ -160,6 +160,8 @@ pub struct Entry {
     /// `sessionAffinity: ClientIP`: a client keeps its endpoint for this many seconds after
     /// its last new connection.
     pub affinity_timeout: Option<u32>,
+    /// Load-balancer IPs with `loadBalancerSourceRanges`: the only sources let in (empty: any).
+    pub source_ranges: Vec<IpNet>,
     /// `namespace/name:port` of the Service port, for logs and errors.
     pub service: String,
 }

@@ -64,6 +64,9 @@ pub enum SetId {
     Hairpin(Family),
     /// The cluster's pod CIDRs (interval set).
     PodCidrs(Family),
+    /// Load-balancer keys with source ranges, and `key . allowed source` (interval set).
+    Firewall(Family),
+    FirewallAllow(Family),
 }
 
 impl fmt::Display for SetId {
@@ -84,6 +87,8 @@ impl fmt::Display for SetId {
             }
             SetId::Hairpin(family) => write!(f, "hairpin{}", family.suffix()),
             SetId::PodCidrs(family) => write!(f, "pods{}", family.suffix()),
+            SetId::Firewall(family) => write!(f, "fw{}", family.suffix()),
+            SetId::FirewallAllow(family) => write!(f, "fwallow{}", family.suffix()),
         }
     }
 }
@@ -131,6 +136,8 @@ impl Tables {
                 }
             }
             sets.insert(SetId::Hairpin(family), Elements::new());
+            sets.insert(SetId::Firewall(family), Elements::new());
+            sets.insert(SetId::FirewallAllow(family), Elements::new());
             let pods = desired
                 .pod_cidrs
                 .iter()
@@ -147,6 +154,12 @@ impl Tables {
             let (class, family) = (key.class, key.family);
             let k = key_text(key);
             let n = entry.backends.len();
+            if !entry.source_ranges.is_empty() {
+                put(SetId::Firewall(family), k.clone(), None);
+                for range in &entry.source_ranges {
+                    put(SetId::FirewallAllow(family), format!("{k} . {range}"), None);
+                }
+            }
             if let (Some(timeout), true) = (entry.affinity_timeout, n > 0) {
                 sticky.push(Sticky {
                     class,
@@ -277,7 +290,8 @@ impl Tables {
         let mut adds = String::new();
         for (id, old) in &self.sets {
             let new = desired.sets.get(id).unwrap_or(&empty);
-            if matches!(id, SetId::PodCidrs(_)) {
+            // Interval sets are re-declared rather than edited (see `render_full`).
+            if matches!(id, SetId::PodCidrs(_) | SetId::FirewallAllow(_)) {
                 if old != new {
                     return None;
                 }
@@ -368,11 +382,20 @@ impl Tables {
             Some("type nat hook postrouting priority 100"),
             vec!["jump masquerading".into()],
         );
-        for hook in ["input", "forward", "output"] {
+        for hook in ["prerouting", "input", "forward", "output"] {
+            // Load-balancer source ranges are checked before DNAT, on traffic arriving and on
+            // the node's own; missing endpoints once routing knows where a packet goes.
+            let mut jumps = Vec::new();
+            if matches!(hook, "input" | "forward" | "output") {
+                jumps.push("ct state new jump endpoints-check".to_string());
+            }
+            if matches!(hook, "prerouting" | "output") {
+                jumps.push("ct state new jump firewall-check".to_string());
+            }
             chain(
                 &format!("filter-{hook}"),
                 Some(&format!("type filter hook {hook} priority -110")),
-                vec!["ct state new jump endpoints-check".into()],
+                jumps,
             );
         }
         let mark = format!("meta mark set meta mark or {MASQUERADE_MARK}");
@@ -437,6 +460,19 @@ impl Tables {
             ));
         }
         chain("masquerading", None, masquerading);
+
+        let firewall = Family::ALL
+            .iter()
+            .map(|family| {
+                let p = family.nft_prefix();
+                format!(
+                    "{p} daddr . meta l4proto . th dport @{} {p} daddr . meta l4proto . th dport . {p} saddr != @{} drop",
+                    SetId::Firewall(*family),
+                    SetId::FirewallAllow(*family)
+                )
+            })
+            .collect();
+        chain("firewall-check", None, firewall);
 
         let mut check = verdict_rules(Class::ClusterIp);
         check.extend(to_inside("endpoints-check-inside"));
@@ -540,6 +576,16 @@ fn declaration(id: &SetId) -> String {
         SetId::Hairpin(family) => {
             let p = family.nft_prefix();
             format!("typeof {p} saddr . {p} daddr")
+        }
+        SetId::Firewall(family) => {
+            format!(
+                "typeof {} daddr . meta l4proto . th dport",
+                family.nft_prefix()
+            )
+        }
+        SetId::FirewallAllow(family) => {
+            let p = family.nft_prefix();
+            format!("typeof {p} daddr . meta l4proto . th dport . {p} saddr; flags interval;")
         }
         SetId::PodCidrs(Family::V4) => "type ipv4_addr; flags interval;".to_string(),
         SetId::PodCidrs(Family::V6) => "type ipv6_addr; flags interval;".to_string(),

@@ -199,12 +199,21 @@ fn being_deleted(name: &str, nodes: &[Arc<Node>]) -> bool {
 
 /// This node's identity, and the pod CIDRs: configured, or every Node's.
 fn node_context(config: &Config, nodes: &[Arc<Node>]) -> NodeContext {
-    let zone = nodes
+    let me = nodes
         .iter()
-        .find(|n| n.metadata.name.as_deref() == Some(config.node_name.as_str()))
+        .find(|n| n.metadata.name.as_deref() == Some(config.node_name.as_str()));
+    let zone = me
         .and_then(|n| n.metadata.labels.as_ref())
         .and_then(|l| l.get(kubewire_api::labels::TOPOLOGY_ZONE))
         .cloned();
+    let node_ips = me
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect();
     let pod_cidrs = if config.cluster_cidrs.is_empty() {
         let all: BTreeSet<IpNet> = nodes
             .iter()
@@ -221,5 +230,6 @@ fn node_context(config: &Config, nodes: &[Arc<Node>]) -> NodeContext {
         name: config.node_name.clone(),
         zone,
         pod_cidrs,
+        node_ips,
     }
 }

@@ -16,6 +16,7 @@ fn node() -> NodeContext {
     NodeContext {
         name: "n1".into(),
         zone: Some("a".into()),
+        node_ips: vec!["198.51.100.10".parse().expect("ip")],
         pod_cidrs: vec!["10.244.0.0/16".parse().expect("cidr")],
     }
 }
@@ -372,4 +373,60 @@ fn local_load_balancers_get_a_health_check_counting_ready_local_endpoints() {
     eps.remove(0);
     let (d, _) = compile(&[svc("Local")], &[web_slice("IPv4", eps)], &node());
     assert_eq!(d.health_checks[&30500].local_endpoints, 0);
+}
+
+#[test]
+fn source_ranges_guard_load_balancer_ips_only() {
+    let mut svc = web(json!({
+        "type": "LoadBalancer",
+        "externalIPs": ["203.0.113.7"],
+        "loadBalancerSourceRanges": ["192.0.2.0/24", "not-a-cidr"],
+        "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080, "nodePort": 30080}],
+    }));
+    svc.status = Some(
+        serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.8"}]}}))
+            .expect("status"),
+    );
+    let (d, w) = compile(&[svc.clone()], &[] as &[EndpointSlice], &node());
+    assert_eq!(w.len(), 1, "the bad range is reported: {w:?}");
+    let ranges = |d: &Desired, class, ip: Option<&str>, port| {
+        d.entries[&key(class, ip, port)]
+            .source_ranges
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ranges(&d, Class::ExternalIp, Some("203.0.113.8"), 80),
+        ["192.0.2.0/24"]
+    );
+    assert!(ranges(&d, Class::ExternalIp, Some("203.0.113.7"), 80).is_empty());
+    assert!(ranges(&d, Class::NodePort, None, 30080).is_empty());
+
+    // This node's address (198.51.100.10) inside the ranges: the LB IP may be a source too.
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.load_balancer_source_ranges = Some(vec!["198.51.100.0/24".into()]);
+    }
+    let (d, _) = compile(&[svc.clone()], &[] as &[EndpointSlice], &node());
+    assert_eq!(
+        ranges(&d, Class::ExternalIp, Some("203.0.113.8"), 80),
+        ["198.51.100.0/24", "203.0.113.8/32"]
+    );
+
+    // The legacy annotation when the field is not set.
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.load_balancer_source_ranges = None;
+    }
+    svc.metadata.annotations = Some(
+        [(
+            "service.beta.kubernetes.io/load-balancer-source-ranges".to_string(),
+            "10.0.0.0/8, 172.16.0.0/12".to_string(),
+        )]
+        .into(),
+    );
+    let (d, _) = compile(&[svc], &[] as &[EndpointSlice], &node());
+    assert_eq!(
+        ranges(&d, Class::ExternalIp, Some("203.0.113.8"), 80),
+        ["10.0.0.0/8", "172.16.0.0/12"]
+    );
 }

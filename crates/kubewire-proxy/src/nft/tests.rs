@@ -12,6 +12,7 @@ fn entry(backends: &[&str], when_empty: WhenEmpty, masquerade: bool) -> Entry {
         when_empty,
         masquerade,
         affinity_timeout: None,
+        source_ranges: Vec::new(),
         service: "default/web:http".into(),
     }
 }
@@ -214,4 +215,34 @@ fn client_ip_affinity_takes_per_endpoint_chains_and_dynamic_sets() {
     sticky.backends.pop();
     let other = Tables::from_desired(&desired(vec![(k, sticky)]));
     assert_eq!(t.render_delta(&other), None);
+}
+
+#[test]
+fn source_ranges_become_a_firewall_set() {
+    let lb = Key {
+        family: Family::V4,
+        class: Class::ExternalIp,
+        ip: Some("203.0.113.8".parse().expect("ip")),
+        protocol: Protocol::Tcp,
+        port: 80,
+    };
+    let mut guarded = entry(&["10.244.1.5:8080"], WhenEmpty::Reject, true);
+    guarded.source_ranges = vec!["192.0.2.0/24".parse().expect("cidr")];
+    let t = Tables::from_desired(&desired(vec![(lb, guarded.clone())]));
+    let full = t.render_full();
+    for expected in [
+        "set fw4 {\n    typeof ip daddr . meta l4proto . th dport\n    elements = { 203.0.113.8 . tcp . 80 }",
+        "elements = { 203.0.113.8 . tcp . 80 . 192.0.2.0/24 }",
+        "ip daddr . meta l4proto . th dport @fw4 ip daddr . meta l4proto . th dport . ip saddr != @fwallow4 drop",
+        "type filter hook prerouting priority -110; policy accept;\n    ct state new jump firewall-check",
+    ] {
+        assert!(full.contains(expected), "missing {expected:?} in:\n{full}");
+    }
+    guarded.source_ranges = vec!["192.0.2.0/25".parse().expect("cidr")];
+    let narrower = Tables::from_desired(&desired(vec![(lb, guarded)]));
+    assert_eq!(
+        t.render_delta(&narrower),
+        None,
+        "interval sets are re-declared"
+    );
 }
