@@ -262,6 +262,15 @@ async fn lab_end_to_end() {
         "NodePort {node_ip}:{node_port} from the host: {name:?} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let status = lab.ok(&["status"]);
+    let backend_row = status
+        .lines()
+        .find(|l| l.starts_with("demo") && l.contains(" backend ") && l.contains("9090/TCP"))
+        .unwrap_or_else(|| panic!("no Service row for backend in:\n{status}"));
+    assert!(
+        backend_row.contains(&backend_ip) && backend_row.trim_end().ends_with(" 2"),
+        "backend: its ClusterIP and 2 ready endpoints: {backend_row:?}"
+    );
 
     // Readiness failure flips Ready only.
     let frontend = all

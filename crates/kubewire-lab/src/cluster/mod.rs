@@ -3,6 +3,7 @@
 
 pub mod network;
 pub mod plan;
+mod services;
 pub mod supervise;
 
 use std::io::Read;
@@ -12,7 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -737,61 +739,73 @@ async fn status(name: &str) -> Result<()> {
         ]);
     }
     println!("{}", table(rows));
-    let pods = Api::<Pod>::all(c)
+    let pods = Api::<Pod>::all(c.clone())
         .list(&ListParams::default())
         .await
         .context("listing pods")?;
     if pods.items.is_empty() {
         println!("\nno pods");
-        return Ok(());
+    } else {
+        let mut rows = vec![
+            [
+                "NAMESPACE",
+                "NAME",
+                "READY",
+                "STATUS",
+                "RESTARTS",
+                "IP",
+                "NODE",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for p in &pods.items {
+            let status = p.status.clone().unwrap_or_default();
+            let containers = status.container_statuses.clone().unwrap_or_default();
+            let total = p.spec.as_ref().map_or(0, |s| s.containers.len());
+            let ready = containers.iter().filter(|c| c.ready).count();
+            let phase = if p.metadata.deletion_timestamp.is_some() {
+                "Terminating".to_string()
+            } else {
+                status.phase.clone().unwrap_or_default()
+            };
+            rows.push(vec![
+                p.metadata.namespace.clone().unwrap_or_default(),
+                p.metadata.name.clone().unwrap_or_default(),
+                format!("{ready}/{total}"),
+                phase,
+                containers
+                    .iter()
+                    .map(|c| c.restart_count)
+                    .sum::<i32>()
+                    .to_string(),
+                status
+                    .pod_ips
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|i| i.ip)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default(),
+            ]);
+        }
+        println!("\n{}", table(rows));
     }
-    let mut rows = vec![
-        [
-            "NAMESPACE",
-            "NAME",
-            "READY",
-            "STATUS",
-            "RESTARTS",
-            "IP",
-            "NODE",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
-    for p in &pods.items {
-        let status = p.status.clone().unwrap_or_default();
-        let containers = status.container_statuses.clone().unwrap_or_default();
-        let total = p.spec.as_ref().map_or(0, |s| s.containers.len());
-        let ready = containers.iter().filter(|c| c.ready).count();
-        let phase = if p.metadata.deletion_timestamp.is_some() {
-            "Terminating".to_string()
-        } else {
-            status.phase.clone().unwrap_or_default()
-        };
-        rows.push(vec![
-            p.metadata.namespace.clone().unwrap_or_default(),
-            p.metadata.name.clone().unwrap_or_default(),
-            format!("{ready}/{total}"),
-            phase,
-            containers
-                .iter()
-                .map(|c| c.restart_count)
-                .sum::<i32>()
-                .to_string(),
-            status
-                .pod_ips
-                .unwrap_or_default()
-                .into_iter()
-                .map(|i| i.ip)
-                .collect::<Vec<_>>()
-                .join(","),
-            p.spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .unwrap_or_default(),
-        ]);
-    }
-    println!("\n{}", table(rows));
+    let services = Api::<Service>::all(c.clone())
+        .list(&ListParams::default())
+        .await
+        .context("listing services")?;
+    let slices = Api::<EndpointSlice>::all(c)
+        .list(&ListParams::default())
+        .await
+        .context("listing endpoint slices")?;
+    println!(
+        "\n{}",
+        table(services::rows(&services.items, &slices.items))
+    );
     Ok(())
 }
 
