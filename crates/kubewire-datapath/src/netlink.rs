@@ -14,7 +14,9 @@ use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, Neig
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
 };
-use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder, RouteNextHopBuilder,
+};
 use tokio::runtime::Runtime;
 
 use crate::{Error, NetNs, Result};
@@ -360,6 +362,41 @@ impl Netlink {
         self.rt
             .block_on(req.execute())
             .map_err(|e| Error::netlink(format!("add route {route:?}"), e))
+    }
+
+    /// Adds or replaces a route to `dst` spread over `gateways` (equal-cost multipath), each
+    /// reached out of `oif`.
+    pub fn replace_multipath_route(&self, dst: IpNet, gateways: &[IpAddr], oif: u32) -> Result<()> {
+        let context = || format!("multipath route {dst} via {gateways:?}");
+        let mut hops = Vec::with_capacity(gateways.len());
+        for gw in gateways {
+            if gw.is_ipv4() != dst.addr().is_ipv4() {
+                return Err(Error::Invalid(format!(
+                    "gateway {gw} and destination {dst} differ in family"
+                )));
+            }
+            let hop = if gw.is_ipv4() {
+                RouteNextHopBuilder::new_ipv4()
+            } else {
+                RouteNextHopBuilder::new_ipv6()
+            };
+            hops.push(
+                hop.interface(oif)
+                    .via(*gw)
+                    .map_err(|e| Error::Invalid(format!("{}: {e}", context())))?
+                    .build(),
+            );
+        }
+        let msg = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dst.network(), dst.prefix_len())
+            .map_err(|e| Error::Invalid(e.to_string()))?
+            .multipath(hops)
+            .protocol(RouteProtocol::Static)
+            .build();
+        let req = self.handle.route().add(msg).replace();
+        self.rt
+            .block_on(req.execute())
+            .map_err(|e| Error::netlink(context(), e))
     }
 
     /// Deletes a route.

@@ -158,3 +158,61 @@ fn sysctls_are_per_namespace() {
     .unwrap();
     assert_eq!(sysctl::read("net/ipv4/ip_forward").unwrap(), outside);
 }
+
+#[test]
+fn multipath_routes_spread_over_every_gateway() {
+    if !testutil::root_or_skip("multipath_routes_spread_over_every_gateway") {
+        return;
+    }
+    let ns = testutil::netns("dpm");
+    let nl = Netlink::open_in(&ns).unwrap();
+    nl.add_bridge("br0").unwrap();
+    let br = nl.link("br0").unwrap().unwrap().index;
+    nl.add_address(br, "198.51.100.1/24".parse().unwrap(), true)
+        .unwrap();
+    nl.add_address(br, "2001:db8:51::1/64".parse().unwrap(), true)
+        .unwrap();
+    nl.set_link_up(br, true).unwrap();
+    let v4: Vec<IpAddr> = vec![
+        "198.51.100.10".parse().unwrap(),
+        "198.51.100.11".parse().unwrap(),
+    ];
+    nl.replace_multipath_route("203.0.113.0/24".parse().unwrap(), &v4, br)
+        .unwrap();
+    // Replacing is idempotent (the lab re-runs it).
+    nl.replace_multipath_route("203.0.113.0/24".parse().unwrap(), &v4, br)
+        .unwrap();
+    let v6: Vec<IpAddr> = vec![
+        "2001:db8:51::10".parse().unwrap(),
+        "2001:db8:51::11".parse().unwrap(),
+    ];
+    nl.replace_multipath_route("2001:db8:ff::/112".parse().unwrap(), &v6, br)
+        .unwrap();
+    assert!(
+        nl.replace_multipath_route("203.0.113.0/24".parse().unwrap(), &v6, br)
+            .is_err(),
+        "families must match"
+    );
+    let show = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", ns.name()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let routes = show(&["route", "show", "203.0.113.0/24"]);
+    for gw in ["198.51.100.10", "198.51.100.11"] {
+        assert!(
+            routes.contains(&format!("nexthop via {gw} dev br0")),
+            "{routes}"
+        );
+    }
+    let routes = show(&["-6", "route", "show", "2001:db8:ff::/112"]);
+    for gw in ["2001:db8:51::10", "2001:db8:51::11"] {
+        assert!(
+            routes.contains(&format!("nexthop via {gw} dev br0")),
+            "{routes}"
+        );
+    }
+}
