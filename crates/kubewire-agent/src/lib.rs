@@ -63,6 +63,9 @@ pub struct Args {
     /// Where the service proxy serves `/healthz` and `/livez` (kube-proxy's port).
     #[arg(long, default_value = "[::]:10256")]
     pub healthz_bind_address: std::net::SocketAddr,
+    /// Where the service proxy serves Prometheus `/metrics` (kube-proxy's port and names).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    pub metrics_bind_address: std::net::SocketAddr,
 }
 
 impl Args {
@@ -88,6 +91,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node_name: args.node_name.clone(),
         cluster_cidrs: args.cluster_cidr.clone(),
         healthz_address: Some(args.healthz_bind_address),
+        metrics_address: Some(args.metrics_bind_address),
     });
     let ns = kubewire_datapath::NetNs::current()?;
     run_node(client, &args.node_name, args.settings(), paths, proxy, ns).await

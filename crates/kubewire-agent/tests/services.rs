@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 mod common;
 use common::{
-    HEALTHZ, api_server, blocking, eventually, make_pods, round_trip, sock, start_agent,
+    HEALTHZ, METRICS, api_server, blocking, eventually, make_pods, round_trip, sock, start_agent,
     start_nodes,
 };
 
@@ -504,6 +504,16 @@ async fn cluster_ips_node_ports_policies_and_restart() {
             http_get(&b.external.ns, sock(b.nodes[0].ip6, HEALTHZ.port()), "/healthz").unwrap();
         assert_eq!(status, 200, "{body}");
         assert!(body.contains(r#""nodeEligible":true"#), "{body}");
+        let (status, body) =
+            http_get(&b.external.ns, sock(b.nodes[0].ip4, METRICS.port()), "/metrics").unwrap();
+        assert_eq!(status, 200);
+        for metric in [
+            "kubeproxy_sync_proxy_rules_duration_seconds_count",
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds_count",
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+        ] {
+            assert!(body.contains(metric), "{metric} missing from:\n{body}");
+        }
     })
     .await;
 

@@ -8,6 +8,8 @@
 //!   current, `503` when programming has stalled; `/healthz` also fails while the node is being
 //!   deleted (KEP-3836), so load balancers drain it first.
 //!
+//! The same servers serve the [`metrics`](crate::metrics) at `/metrics` (kube-proxy's `:10249`).
+//!
 //! The answers are pure functions of [`HealthState`]; the servers only read it.
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +24,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use kubewire_datapath::NetNs;
+use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
 use crate::model::ServiceHealth;
@@ -114,37 +117,58 @@ pub enum HealthError {
 enum Answers {
     Service(u16),
     Proxy,
+    Metrics,
 }
 
 /// The running servers, in one network namespace.
 pub struct HealthServers {
     ns: NetNs,
-    state: Arc<RwLock<HealthState>>,
+    shared: Shared,
     services: HashMap<u16, JoinHandle<()>>,
-    proxy: Option<JoinHandle<()>>,
+    own: Vec<JoinHandle<()>>,
+}
+
+/// What every server reads.
+#[derive(Clone)]
+struct Shared {
+    state: Arc<RwLock<HealthState>>,
+    registry: Arc<Registry>,
 }
 
 impl HealthServers {
-    pub fn new(ns: NetNs, state: Arc<RwLock<HealthState>>) -> HealthServers {
+    pub fn new(
+        ns: NetNs,
+        state: Arc<RwLock<HealthState>>,
+        registry: Arc<Registry>,
+    ) -> HealthServers {
         HealthServers {
             ns,
-            state,
+            shared: Shared { state, registry },
             services: HashMap::new(),
-            proxy: None,
+            own: Vec::new(),
         }
     }
 
     /// Serves `/healthz` and `/livez` on `addr`.
     pub fn serve_proxy(&mut self, addr: SocketAddr) -> Result<(), HealthError> {
         let listener = self.listen(addr)?;
-        self.proxy = Some(spawn(listener, Answers::Proxy, self.state.clone()));
+        self.own
+            .push(spawn(listener, Answers::Proxy, self.shared.clone()));
+        Ok(())
+    }
+
+    /// Serves `/metrics` on `addr`.
+    pub fn serve_metrics(&mut self, addr: SocketAddr) -> Result<(), HealthError> {
+        let listener = self.listen(addr)?;
+        self.own
+            .push(spawn(listener, Answers::Metrics, self.shared.clone()));
         Ok(())
     }
 
     /// Runs exactly one server per port in the state's services (on every address of the
     /// node). A port that cannot be opened is reported and retried on the next call.
     pub fn converge(&mut self) -> Vec<HealthError> {
-        let wanted: Vec<u16> = match self.state.read() {
+        let wanted: Vec<u16> = match self.shared.state.read() {
             Ok(s) => s.services.keys().copied().collect(),
             Err(_) => return Vec::new(),
         };
@@ -162,8 +186,8 @@ impl HealthServers {
             }
             match self.listen(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))) {
                 Ok(l) => {
-                    self.services
-                        .insert(port, spawn(l, Answers::Service(port), self.state.clone()));
+                    let server = spawn(l, Answers::Service(port), self.shared.clone());
+                    self.services.insert(port, server);
                 }
                 Err(e) => errors.push(e),
             }
@@ -186,29 +210,22 @@ impl HealthServers {
 
 impl Drop for HealthServers {
     fn drop(&mut self) {
-        for task in self.services.values() {
-            task.abort();
-        }
-        if let Some(task) = &self.proxy {
+        for task in self.services.values().chain(&self.own) {
             task.abort();
         }
     }
 }
 
-fn spawn(
-    listener: tokio::net::TcpListener,
-    answers: Answers,
-    state: Arc<RwLock<HealthState>>,
-) -> JoinHandle<()> {
+fn spawn(listener: tokio::net::TcpListener, answers: Answers, shared: Shared) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let state = state.clone();
+            let shared = shared.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let response = respond(&state, answers, req.uri().path());
+                    let response = respond(&shared, answers, req.uri().path());
                     async move { Ok::<_, Infallible>(response) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -219,10 +236,24 @@ fn spawn(
     })
 }
 
-fn respond(state: &RwLock<HealthState>, answers: Answers, path: &str) -> Response<Full<Bytes>> {
+fn respond(shared: &Shared, answers: Answers, path: &str) -> Response<Full<Bytes>> {
     let now = SystemTime::now();
-    let (status, body) = match (state.read(), answers) {
-        (Err(_), _) => (StatusCode::INTERNAL_SERVER_ERROR, String::new()),
+    if let Answers::Metrics = answers {
+        let (status, body) = if path == "/metrics" {
+            (StatusCode::OK, crate::metrics::encode(&shared.registry))
+        } else {
+            (StatusCode::NOT_FOUND, String::new())
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        return response;
+    }
+    let (status, body) = match (shared.state.read(), answers) {
+        (Err(_), _) | (_, Answers::Metrics) => (StatusCode::INTERNAL_SERVER_ERROR, String::new()),
         (Ok(s), Answers::Service(port)) => s.service_answer(port, now),
         (Ok(s), Answers::Proxy) => match path {
             "/healthz" => s.proxy_answer(true, now),

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod compile;
 pub mod conntrack;
 pub mod health;
+pub mod metrics;
 pub mod model;
 pub mod nft;
 pub mod runtime;

@@ -15,11 +15,13 @@ use kube::api::Api;
 use kubewire_controllers::watch::{WatchEnded, reflect};
 use kubewire_datapath::NetNs;
 use kubewire_datapath::nft::NftError;
+use prometheus_client::registry::Registry;
 
 use crate::compile::{NodeContext, compile};
 use crate::conntrack;
 use crate::health::{HealthError, HealthServers, HealthState};
-use crate::model::Desired;
+use crate::metrics::{Metrics, TrafficPolicy};
+use crate::model::{Class, Desired, WhenEmpty};
 use crate::nft::Tables;
 
 const DEBOUNCE: Duration = Duration::from_millis(20);
@@ -51,6 +53,8 @@ pub struct Config {
     pub cluster_cidrs: Vec<IpNet>,
     /// Where to serve `/healthz` and `/livez` (kube-proxy's `:10256`), if anywhere.
     pub healthz_address: Option<SocketAddr>,
+    /// Where to serve `/metrics` (kube-proxy's `127.0.0.1:10249`), if anywhere.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// The table as last applied in one namespace.
@@ -114,9 +118,14 @@ pub async fn run(client: Client, config: Config, ns: NetNs) -> Result<(), ProxyE
     .await?;
     let nodes = reflect(Api::<Node>::all(client), "proxy: Node").await?;
     let health = Arc::new(RwLock::new(HealthState::default()));
-    let mut servers = HealthServers::new(ns.try_clone()?, health.clone());
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let mut servers = HealthServers::new(ns.try_clone()?, health.clone(), Arc::new(registry));
     if let Some(addr) = config.healthz_address {
         servers.serve_proxy(addr)?;
+    }
+    if let Some(addr) = config.metrics_address {
+        servers.serve_metrics(addr)?;
     }
     let mut applier = Applier::new(ns.try_clone()?);
     let mut programmed: Option<Desired> = None;
@@ -132,7 +141,9 @@ pub async fn run(client: Client, config: Config, ns: NetNs) -> Result<(), ProxyE
         }
         let entries = desired.entries.len();
         let mut wait = RESYNC;
+        let started = Instant::now();
         let applied = applier.apply(Tables::from_desired(&desired)).await;
+        record(&metrics, &desired, &applied, started.elapsed());
         match &applied {
             Ok(true) => tracing::info!(node = %config.node_name, entries, "proxy: table declared"),
             Ok(false) => tracing::debug!(node = %config.node_name, entries, "proxy: table updated"),
@@ -174,6 +185,53 @@ pub async fn run(client: Client, config: Config, ns: NetNs) -> Result<(), ProxyE
             () = tokio::time::sleep(wait) => {}
         }
         tokio::time::sleep(DEBOUNCE).await;
+    }
+}
+
+/// The metrics of one sync.
+fn record(
+    metrics: &Metrics,
+    desired: &Desired,
+    applied: &Result<bool, ProxyError>,
+    took: Duration,
+) {
+    let seconds = took.as_secs_f64();
+    match applied {
+        Ok(full) => {
+            metrics.sync_duration.observe(seconds);
+            if *full {
+                metrics.full_sync_duration.observe(seconds);
+            } else {
+                metrics.partial_sync_duration.observe(seconds);
+            }
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            metrics.last_sync_timestamp.set(now.as_secs_f64());
+        }
+        Err(_) => {
+            metrics.sync_failures.inc();
+        }
+    }
+    for (policy, classes) in [
+        ("internal", &[Class::ClusterIp][..]),
+        ("external", &[Class::ExternalIp, Class::NodePort][..]),
+    ] {
+        let count = desired
+            .entries
+            .iter()
+            .filter(|(k, e)| {
+                classes.contains(&k.class)
+                    && e.backends.is_empty()
+                    && e.when_empty == WhenEmpty::Drop
+            })
+            .count();
+        metrics
+            .no_local_endpoints
+            .get_or_create(&TrafficPolicy {
+                traffic_policy: policy,
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 }
 

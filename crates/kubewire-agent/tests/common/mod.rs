@@ -73,6 +73,10 @@ pub fn settings(mode: Mode) -> Settings {
 pub const HEALTHZ: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 10256);
 
+/// Where the proxies serve `/metrics`.
+pub const METRICS: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 10249);
+
 /// Starts node `node`'s agent: pod networking, and the service proxy when `proxy`.
 pub fn start_agent(
     client: &kube::Client,
@@ -89,6 +93,7 @@ pub fn start_agent(
         node_name: name.clone(),
         cluster_cidrs: vec![],
         healthz_address: Some(HEALTHZ),
+        metrics_address: Some(METRICS),
     });
     let ns = node.ns.try_clone().unwrap();
     tokio::spawn(async move {
