@@ -7,6 +7,7 @@
 //! kubeconfig ([`client`]); no other I/O.
 
 pub mod client;
+pub mod ip;
 pub mod labels;
 pub mod policy;
 pub mod selector;

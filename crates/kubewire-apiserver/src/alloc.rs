@@ -112,13 +112,17 @@ impl IpAllocator {
         if !self.cidr.contains(&ip) {
             return None;
         }
-        let off = ip_to_u128(ip).checked_sub(ip_to_u128(self.cidr.network()))?;
+        let off = kubewire_api::ip::to_bits(ip)
+            .checked_sub(kubewire_api::ip::to_bits(self.cidr.network()))?;
         // Offset 1 in the range is the first usable address.
         off.checked_sub(1).filter(|o| *o < self.offsets.size)
     }
 
     fn ip_at(&self, offset: u128) -> IpAddr {
-        u128_to_ip(ip_to_u128(self.cidr.network()) + offset + 1, self.cidr)
+        kubewire_api::ip::from_bits(
+            kubewire_api::ip::to_bits(self.cidr.network()) + offset + 1,
+            self.cidr.addr(),
+        )
     }
 
     fn range_error(&self) -> AllocError {
@@ -213,21 +217,6 @@ impl PortAllocator {
 
     pub fn allocated(&self) -> usize {
         self.offsets.len()
-    }
-}
-
-fn ip_to_u128(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6),
-    }
-}
-
-fn u128_to_ip(n: u128, like: IpNet) -> IpAddr {
-    match like {
-        // Offsets stay inside the IPv4 range, so the value fits in u32.
-        IpNet::V4(_) => IpAddr::V4((n as u32).into()),
-        IpNet::V6(_) => IpAddr::V6(n.into()),
     }
 }
 

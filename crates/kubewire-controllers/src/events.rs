@@ -1,9 +1,10 @@
-//! core/v1 Events about cluster-scoped objects (what `kubectl describe node` shows).
+//! core/v1 Events about objects (what `kubectl describe` shows).
 //!
-//! kube-runtime's recorder writes `events.k8s.io/v1`; kube-controller-manager's node IPAM writes
-//! core/v1 Events through client-go's broadcaster, and that is the group every API server (ours
-//! included) serves, so this writes those directly. Events of cluster-scoped objects go to the
-//! `default` namespace, as client-go puts them.
+//! kube-runtime's recorder writes `events.k8s.io/v1`; kube-controller-manager's controllers
+//! write core/v1 Events through client-go's broadcaster, and that is the group every API server
+//! (ours included) serves, so this writes those directly. An Event lives in its object's
+//! namespace (where `kubectl describe` looks for it); Events of cluster-scoped objects go to
+//! the `default` namespace, as client-go puts them.
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -13,14 +14,14 @@ use kube::{Client, Resource, ResourceExt};
 /// Writes Events on behalf of one component.
 #[derive(Clone)]
 pub struct Recorder {
-    api: Api<Event>,
+    client: Client,
     component: String,
 }
 
 impl Recorder {
     pub fn new(client: Client, component: &str) -> Recorder {
         Recorder {
-            api: Api::namespaced(client, "default"),
+            client,
             component: component.to_string(),
         }
     }
@@ -32,16 +33,21 @@ impl Recorder {
     {
         let now = jiff::Timestamp::now();
         let name = object.name_any();
+        let involved_namespace = object.meta().namespace.clone();
+        let namespace = involved_namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(format!("{name}.{:x}", now.as_nanosecond())),
-                namespace: Some("default".into()),
+                namespace: Some(namespace.clone()),
                 ..ObjectMeta::default()
             },
             involved_object: ObjectReference {
                 api_version: Some(K::api_version(&()).into_owned()),
                 kind: Some(K::kind(&()).into_owned()),
                 name: Some(name),
+                namespace: involved_namespace,
                 uid: object.meta().uid.clone(),
                 ..ObjectReference::default()
             },
@@ -58,7 +64,7 @@ impl Recorder {
             count: Some(1),
             ..Event::default()
         };
-        self.api
+        Api::<Event>::namespaced(self.client.clone(), &namespace)
             .create(&PostParams::default(), &event)
             .await
             .map(|_| ())

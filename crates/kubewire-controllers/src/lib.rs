@@ -1,14 +1,17 @@
 //! kubewire's cluster-wide controllers, run together by `kubewire controller`: node IPAM (pod
-//! CIDRs for Nodes, [`nodeipam`]) and the EndpointSlice controller (EndpointSlices and legacy
-//! Endpoints for every Service with a selector, [`endpointslice`]). Each controller is a pure
-//! reconcile over a snapshot of API objects plus a thin runtime loop (kube-rs reflectors, writes
-//! remembered until the watch shows them, retries with backoff, Events).
+//! CIDRs for Nodes, [`nodeipam`]), the EndpointSlice controller (EndpointSlices and legacy
+//! Endpoints for every Service with a selector, [`endpointslice`]) and, when
+//! `--load-balancer-ip-range` is given, LoadBalancer IPAM (addresses in the status of
+//! `type: LoadBalancer` Services, [`loadbalancer`]). Each controller is a pure reconcile over a
+//! snapshot of API objects plus a thin runtime loop (kube-rs reflectors, writes remembered until
+//! the watch shows them, retries with backoff, Events).
 //!
 //! It is not a per-node piece: nothing here touches the kernel (that is `kubewire-agent`), and
 //! it talks to nothing but the Kubernetes API.
 
 pub mod endpointslice;
 pub mod events;
+pub mod loadbalancer;
 pub mod nodeipam;
 pub mod watch;
 
@@ -36,6 +39,12 @@ pub struct Args {
     /// address type and port set gets more slices.
     #[arg(long, default_value_t = endpointslice::DEFAULT_MAX_ENDPOINTS_PER_SLICE)]
     pub max_endpoints_per_slice: usize,
+    /// Addresses to give LoadBalancer Services (those without `spec.loadBalancerClass`) in
+    /// `status.loadBalancer.ingress`: one CIDR, or two of different IP families (dual-stack
+    /// Services get one address of each). Neither the network address nor the IPv4 broadcast
+    /// address is given. Unset: LoadBalancer Services are left to another implementation.
+    #[arg(long, value_delimiter = ',', value_name = "CIDR[,CIDR]")]
+    pub load_balancer_ip_range: Vec<IpNet>,
 }
 
 /// Runs the controllers until the process is stopped, or until one of them fails: then the
@@ -47,10 +56,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.node_cidr_mask_size_ipv6,
     )?;
     let slices = endpointslice::Config::new(args.max_endpoints_per_slice)?;
+    let load_balancer = if args.load_balancer_ip_range.is_empty() {
+        None
+    } else {
+        Some(loadbalancer::Config::new(args.load_balancer_ip_range)?)
+    };
     let client = kubewire_api::client::from_kubeconfig(&args.kubeconfig).await?;
+    let load_balancer_ipam = async {
+        match load_balancer {
+            Some(config) => loadbalancer::runtime::run(client.clone(), config).await,
+            // Off: never finishes, so it never ends the set.
+            None => std::future::pending().await,
+        }
+    };
     let (controller, result) = tokio::select! {
         r = nodeipam::runtime::run(client.clone(), ipam) => ("node IPAM", r),
-        r = endpointslice::runtime::run(client, slices) => ("EndpointSlice", r),
+        r = endpointslice::runtime::run(client.clone(), slices) => ("EndpointSlice", r),
+        r = load_balancer_ipam => ("LoadBalancer IPAM", r),
     };
     match result {
         Err(e) => Err(anyhow::Error::new(e).context(format!("the {controller} controller failed"))),
@@ -83,8 +105,19 @@ mod tests {
             defaults.max_endpoints_per_slice,
             endpointslice::DEFAULT_MAX_ENDPOINTS_PER_SLICE
         );
+        assert!(defaults.load_balancer_ip_range.is_empty());
         let set = parse(&["--max-endpoints-per-slice", "5"]).expect("flag parses");
         assert_eq!(set.max_endpoints_per_slice, 5);
         assert!(parse(&["--max-endpoints-per-slice", "many"]).is_err());
+        let ranges = parse(&["--load-balancer-ip-range", "203.0.113.0/28,fd00:1b::/112"])
+            .expect("flag parses");
+        assert_eq!(
+            ranges.load_balancer_ip_range,
+            vec![
+                "203.0.113.0/28".parse::<IpNet>().expect("a CIDR"),
+                "fd00:1b::/112".parse::<IpNet>().expect("a CIDR"),
+            ]
+        );
+        assert!(parse(&["--load-balancer-ip-range", "203.0.113.0"]).is_err());
     }
 }

@@ -57,3 +57,35 @@ where
         _watch: watch,
     })
 }
+
+/// Whether a cache holding version `seen` of an object shows the write that made `written`:
+/// the check of every read-your-writes overlay here. resourceVersions are opaque to clients,
+/// but ours and etcd's are increasing integers; anything else counts as shown once equal.
+pub fn at_least(seen: Option<&str>, written: Option<&str>) -> bool {
+    let number = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok());
+    match (number(seen), number(written)) {
+        (Some(seen), Some(written)) => seen >= written,
+        _ => seen == written,
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one: the "next retry" arm of a controller loop.
+pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_versions_compare_as_numbers() {
+        assert!(at_least(Some("10"), Some("9")));
+        assert!(!at_least(Some("9"), Some("10")));
+        assert!(at_least(Some("abc"), Some("abc")));
+        assert!(!at_least(None, Some("1")));
+    }
+}

@@ -3,7 +3,6 @@
 //! deletion leaves Pods terminating, as it does until a kubelet finishes it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +17,8 @@ use kubewire_apiserver::testing::TestServer;
 use kubewire_controllers::endpointslice::{CONTROLLER_NAME, Config, runtime};
 use serde_json::{Value, json};
 
-const TIMEOUT: Duration = Duration::from_secs(20);
+mod common;
+use common::eventually;
 
 struct Harness {
     client: kube::Client,
@@ -142,25 +142,6 @@ impl Harness {
             .get_opt(name)
             .await
             .expect("get Endpoints")
-    }
-}
-
-/// Polls `probe` until it yields a value (or panics after [`TIMEOUT`]).
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -26,8 +26,8 @@ struct Cli {
 enum Command {
     /// Run the embedded, Kubernetes-compatible API server (kubectl and kube-rs work against it).
     Apiserver(ApiserverArgs),
-    /// Cluster-wide controllers: node IPAM (gives every Node its pod CIDRs), and EndpointSlices
-    /// and Endpoints for every Service with a selector.
+    /// Cluster-wide controllers: node IPAM (gives every Node its pod CIDRs), EndpointSlices and
+    /// Endpoints for every Service with a selector, and load-balancer IPs from configured ranges.
     Controller(kubewire_controllers::Args),
     /// Per-node agent: pod routes between nodes (direct or VXLAN), masquerade, the CNI config,
     /// and the service proxy (ClusterIP, NodePort, external and load-balancer IPs, in nftables).

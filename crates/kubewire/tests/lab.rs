@@ -262,6 +262,44 @@ async fn lab_end_to_end() {
         "NodePort {node_ip}:{node_port} from the host: {name:?} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The frontend is a LoadBalancer: the controller gives it an address from the lab's pool,
+    // and the host (the lab's load balancer, routing the pool to every node) reaches it.
+    let lb_ip = eventually(
+        "the frontend's load-balancer IP",
+        Duration::from_secs(30),
+        async || {
+            services
+                .get("frontend")
+                .await
+                .ok()?
+                .status?
+                .load_balancer?
+                .ingress?
+                .first()?
+                .ip
+                .clone()
+        },
+    )
+    .await;
+    let lb_ip: std::net::IpAddr = lb_ip.parse().unwrap();
+    assert!(
+        plan.load_balancer_cidrs()
+            .iter()
+            .any(|pool| pool.contains(&lb_ip)),
+        "{lb_ip} is not from the lab's pools {:?}",
+        plan.load_balancer_cidrs()
+    );
+    let url = format!("http://{}/hostname", std::net::SocketAddr::new(lb_ip, 80));
+    let out = Command::new("curl")
+        .args(["-sf", "--max-time", "3", &url])
+        .output()
+        .unwrap();
+    let name = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && name.starts_with("frontend-"),
+        "{url} from the host: {name:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let status = lab.ok(&["status"]);
     let backend_row = status
         .lines()
@@ -433,6 +471,16 @@ async fn lab_end_to_end() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&prefix), "mounts remain");
     assert!(!PathBuf::from(&plan.dir).exists(), "state remains");
+    for pool in plan.load_balancer_cidrs() {
+        let routes = Command::new("ip")
+            .args(["route", "show", &pool.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&routes.stdout).trim().is_empty(),
+            "the route to {pool} remains"
+        );
+    }
 }
 
 /// Run inside a lab pod by `lab_end_to_end` (through `lab exec`, with the container's

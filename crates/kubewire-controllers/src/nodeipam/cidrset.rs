@@ -7,9 +7,9 @@
 //! does not apply: the cost grows with the number of Nodes, not with the size of the range.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
+use kubewire_api::ip::{from_bits, to_bits};
 
 /// Why a CIDR could not be marked used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,16 +55,13 @@ impl CidrSet {
     }
 
     fn base(&self) -> u128 {
-        addr_bits(self.cluster.network())
+        to_bits(self.cluster.network())
     }
 
     /// The `index`-th subnet.
     fn subnet(&self, index: u128) -> IpNet {
         let bits = self.base() + (index << self.host_bits());
-        let addr = match self.cluster {
-            IpNet::V4(_) => IpAddr::V4(Ipv4Addr::from(u32::try_from(bits).unwrap_or(u32::MAX))),
-            IpNet::V6(_) => IpAddr::V6(Ipv6Addr::from(bits)),
-        };
+        let addr = from_bits(bits, self.cluster.addr());
         IpNet::new(addr, self.node_prefix).unwrap_or(self.cluster)
     }
 
@@ -74,9 +71,9 @@ impl CidrSet {
             return None;
         }
         let host_bits = self.host_bits();
-        let offset = addr_bits(cidr.network()) - self.base();
+        let offset = to_bits(cidr.network()) - self.base();
         let first = offset >> host_bits;
-        let last = (addr_bits(cidr.broadcast()) - self.base()) >> host_bits;
+        let last = (to_bits(cidr.broadcast()) - self.base()) >> host_bits;
         Some((first, last))
     }
 
@@ -108,13 +105,6 @@ impl CidrSet {
         }
         self.used.insert(candidate, candidate);
         Some(self.subnet(candidate))
-    }
-}
-
-fn addr_bits(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6),
     }
 }
 

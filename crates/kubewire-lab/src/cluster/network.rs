@@ -56,6 +56,18 @@ pub fn create(plan: &Plan) -> Result<(), LabError> {
             inside.add_route(&Route::via(default, host.addr(), eth))?;
         }
     }
+    // The host is the lab's load balancer: it spreads load-balancer IPs over every node (ECMP);
+    // each node's proxy takes them from there.
+    let nodes = plan.nodes();
+    for pool in plan.load_balancer_cidrs() {
+        let gateways: Vec<std::net::IpAddr> = nodes
+            .iter()
+            .flat_map(|n| &n.addresses)
+            .map(IpNet::addr)
+            .filter(|a| a.is_ipv4() == pool.addr().is_ipv4())
+            .collect();
+        nl.replace_multipath_route(pool, &gateways, br)?;
+    }
     Ok(())
 }
 

@@ -77,6 +77,25 @@ impl Plan {
         self.host_addresses()[0].addr()
     }
 
+    /// Where load-balancer IPs come from: off the lab network (198.19.<index>.0/24, the other
+    /// half of RFC 2544's range, and fd6b:7769:7266:<index>::/112), routed by the host to every
+    /// node alike, as a load balancer in front of the cluster would.
+    pub fn load_balancer_cidrs(&self) -> Vec<IpNet> {
+        let mut out = Vec::new();
+        if self.family.v4() {
+            out.push(IpNet::new(IpAddr::from([198, 19, self.index, 0]), 24).expect("valid prefix"));
+        }
+        if self.family.v6() {
+            let v6 =
+                std::net::Ipv6Addr::new(0xfd6b, 0x7769, 0x7266, u16::from(self.index), 0, 0, 0, 0);
+            out.push(IpNet::new(IpAddr::V6(v6), 112).expect("valid prefix"));
+        }
+        if self.family == IpFamily::Ipv6 {
+            out.reverse();
+        }
+        out
+    }
+
     fn addresses_for(&self, host: u8) -> Vec<IpNet> {
         let mut out = Vec::new();
         // 198.18.0.0/15 is set aside for network test labs (RFC 2544).
@@ -207,6 +226,16 @@ mod tests {
         let v4 = plan(IpFamily::Ipv4);
         assert_eq!(v4.nodes()[0].addresses.len(), 1);
         assert_eq!(plan(IpFamily::Dual).cluster_cidrs().len(), 2);
+        let pools: Vec<String> = plan(IpFamily::Dual)
+            .load_balancer_cidrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(pools, ["198.19.3.0/24", "fd6b:7769:7266:3::/112"]);
+        assert_eq!(
+            v6.load_balancer_cidrs()[0].to_string(),
+            "fd6b:7769:7266:3::/112"
+        );
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub fn components(plan: &Plan, exe: &Path) -> Vec<Component> {
                 kubeconfig.clone(),
                 "--cluster-cidr".into(),
                 join(&plan.cluster_cidrs()),
+                "--load-balancer-ip-range".into(),
+                join(&plan.load_balancer_cidrs()),
             ],
         },
         Component {
