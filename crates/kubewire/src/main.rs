@@ -29,6 +29,9 @@ enum Command {
     /// Cluster-wide controllers: node IPAM (gives every Node its pod CIDRs), EndpointSlices and
     /// Endpoints for every Service with a selector, and load-balancer IPs from configured ranges.
     Controller(kubewire_controllers::Args),
+    /// Cluster DNS per the Kubernetes DNS spec: Services, headless endpoints, SRV, PTR and
+    /// ExternalName in the cluster domain; everything else forwarded (and cached) upstream.
+    Dns(kubewire_dns::Args),
     /// Per-node agent: pod routes between nodes (direct or VXLAN), masquerade, the CNI config,
     /// and the service proxy (ClusterIP, NodePort, external and load-balancer IPs, in nftables).
     Agent(kubewire_agent::Args),
@@ -213,6 +216,7 @@ fn main() {
             Command::Controller(args) => kubewire_controllers::run(args).await,
             Command::Workloads(args) => kubewire_workloads::run_cli(args).await,
             Command::Agent(args) => kubewire_agent::run(args).await,
+            Command::Dns(args) => kubewire_dns::run(args).await,
             Command::Bench(BenchCommand::Apiserver(opts)) => bench::apiserver::run(opts).await,
             Command::Bench(BenchCommand::Lab(opts)) => bench::lab::run(opts).await,
             Command::Bench(BenchCommand::Cni { .. } | BenchCommand::Proxy { .. })

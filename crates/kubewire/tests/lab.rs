@@ -300,6 +300,34 @@ async fn lab_end_to_end() {
         "{url} from the host: {name:?} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Cluster DNS: pods find Services by name through their resolv.conf (search path and the
+    // kube-dns Service, answered by `kubewire dns`), and StatefulSet pods by hostname.
+    let name = lab
+        .exec(
+            "demo/client",
+            &[
+                "curl",
+                "-sf",
+                "--max-time",
+                "3",
+                "http://backend:9090/hostname",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("backend by name from the client pod: {e}"));
+    assert!(backend_pods.contains(&name.trim().to_string()), "{name:?}");
+    let database = all
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("database-0"))
+        .expect("the database pod");
+    let database_ip = &database.status.as_ref().unwrap().pod_ips.as_ref().unwrap()[0].ip;
+    let hosts = lab
+        .exec("demo/client", &["getent", "hosts", "database-0.database"])
+        .unwrap_or_else(|e| panic!("database-0.database from the client pod: {e}"));
+    assert!(
+        hosts.contains(database_ip.as_str())
+            && hosts.contains("database-0.database.demo.svc.cluster.local"),
+        "{hosts:?}"
+    );
     let status = lab.ok(&["status"]);
     let backend_row = status
         .lines()

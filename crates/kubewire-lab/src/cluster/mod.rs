@@ -1,6 +1,7 @@
 //! `kubewire lab up/down/status/kubeconfig/apply`: bringing a whole cluster up on this machine
 //! and taking it down again without leaving anything behind.
 
+mod addons;
 pub mod network;
 pub mod plan;
 mod services;
@@ -321,7 +322,17 @@ async fn wait_ready(plan: &Plan, bar: &indicatif::ProgressBar) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let nodes: Api<Node> = Api::all(client(plan).await?);
+    let c = client(plan).await?;
+    bar.set_message("installing cluster DNS");
+    let deadline_api = Instant::now() + READY_TIMEOUT;
+    // The API server may still be opening its store: retry until it takes the addons.
+    while let Err(e) = addons::install(plan, &c).await {
+        if Instant::now() > deadline_api {
+            return Err(e).context("installing the kube-dns Service");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let nodes: Api<Node> = Api::all(c);
     loop {
         let ready = match nodes.list(&ListParams::default()).await {
             Ok(list) => list

@@ -82,6 +82,24 @@ pub fn components(plan: &Plan, exe: &Path) -> Vec<Component> {
             ],
         },
         Component {
+            name: "dns".into(),
+            argv: {
+                let mut argv = vec![
+                    exe.clone(),
+                    "dns".into(),
+                    "--kubeconfig".into(),
+                    kubeconfig.clone(),
+                ];
+                for addr in plan.host_addresses() {
+                    argv.push("--listen".into());
+                    argv.push(
+                        std::net::SocketAddr::new(addr.addr(), super::addons::DNS_PORT).to_string(),
+                    );
+                }
+                argv
+            },
+        },
+        Component {
             name: "workloads".into(),
             argv: vec![
                 exe.clone(),
@@ -280,6 +298,7 @@ mod tests {
             [
                 "apiserver",
                 "controller",
+                "dns",
                 "workloads",
                 "t-node0-kubelet",
                 "t-node0-agent",
@@ -292,7 +311,21 @@ mod tests {
             c[0].argv
                 .contains(&"10.96.0.0/16,fd00:10:96::/112".to_string())
         );
-        let agent = &c[6].argv;
+        assert!(
+            c[1].argv
+                .contains(&"198.19.1.0/24,fd6b:7769:7266:1::/112".to_string()),
+            "the controller gets the load-balancer pools"
+        );
+        assert_eq!(
+            c[2].argv[4..],
+            [
+                "--listen",
+                "198.18.1.1:53",
+                "--listen",
+                "[fd6b:7769:7265:1::1]:53"
+            ]
+        );
+        let agent = &c[7].argv;
         assert_eq!(
             agent[1..5],
             [
@@ -303,7 +336,7 @@ mod tests {
             ]
         );
         assert!(agent.contains(&"t-node1".to_string()));
-        let kubelet = &c[5].argv;
+        let kubelet = &c[6].argv;
         assert!(
             kubelet
                 .windows(2)
