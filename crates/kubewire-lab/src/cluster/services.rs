@@ -9,8 +9,9 @@ use kubewire_api::labels;
 
 /// The header and one row per Service.
 pub fn rows(services: &[Service], slices: &[EndpointSlice]) -> Vec<Vec<String>> {
-    // Ready endpoint addresses per (namespace, service), counted once across slices/families.
-    let mut ready: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    // Ready endpoints per (namespace, service) and address type; a Service has as many as its
+    // best-served family (a dual-stack endpoint is one, not two).
+    let mut ready: BTreeMap<(String, String), BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
     for slice in slices {
         let (Some(ns), Some(svc)) = (
             slice.metadata.namespace.clone(),
@@ -23,16 +24,14 @@ pub fn rows(services: &[Service], slices: &[EndpointSlice]) -> Vec<Vec<String>> 
         ) else {
             continue;
         };
-        let entry = ready.entry((ns, svc)).or_default();
+        let entry = ready
+            .entry((ns, svc))
+            .or_default()
+            .entry(slice.address_type.clone())
+            .or_default();
         for ep in slice.endpoints.iter().flatten() {
             let is_ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-            // A dual-stack pod is one endpoint: count it by its target, else its address.
-            let id = ep
-                .target_ref
-                .as_ref()
-                .and_then(|t| t.uid.clone())
-                .or_else(|| ep.addresses.first().cloned());
-            if let (true, Some(id)) = (is_ready, id) {
+            if let (true, Some(id)) = (is_ready, ep.addresses.first().cloned()) {
                 entry.insert(id);
             }
         }
@@ -94,7 +93,8 @@ pub fn rows(services: &[Service], slices: &[EndpointSlice]) -> Vec<Vec<String>> 
         } else {
             ready
                 .get(&(ns.clone(), name.clone()))
-                .map_or(0, BTreeSet::len)
+                .and_then(|families| families.values().map(BTreeSet::len).max())
+                .unwrap_or(0)
                 .to_string()
         };
         out.push(vec![
@@ -155,5 +155,14 @@ mod tests {
             rows[2],
             ["demo", "db", "ClusterIP", "None", "<none>", "5432/TCP", "0"]
         );
+        // One server behind both families' slices is one endpoint.
+        let dns: Vec<EndpointSlice> = serde_json::from_value(json!([
+            {"metadata": {"name": "v4", "namespace": "demo", "labels": {"kubernetes.io/service-name": "db"}},
+             "addressType": "IPv4", "endpoints": [{"addresses": ["198.18.0.1"]}]},
+            {"metadata": {"name": "v6", "namespace": "demo", "labels": {"kubernetes.io/service-name": "db"}},
+             "addressType": "IPv6", "endpoints": [{"addresses": ["fd6b::1"]}]},
+        ]))
+        .unwrap();
+        assert_eq!(super::rows(&services, &dns)[2][6], "1");
     }
 }
