@@ -66,6 +66,10 @@ pub struct Args {
     /// Where the service proxy serves Prometheus `/metrics` (kube-proxy's port and names).
     #[arg(long, default_value = "127.0.0.1:10249")]
     pub metrics_bind_address: std::net::SocketAddr,
+    /// Which addresses NodePorts answer on: the node's primary address of each family, or
+    /// every local address but loopback.
+    #[arg(long, value_enum, default_value_t = kubewire_proxy::compile::NodePortAddresses::Primary)]
+    pub nodeport_addresses: kubewire_proxy::compile::NodePortAddresses,
 }
 
 impl Args {
@@ -92,6 +96,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cluster_cidrs: args.cluster_cidr.clone(),
         healthz_address: Some(args.healthz_bind_address),
         metrics_address: Some(args.metrics_bind_address),
+        node_port_addresses: args.nodeport_addresses,
     });
     let ns = kubewire_datapath::NetNs::current()?;
     run_node(client, &args.node_name, args.settings(), paths, proxy, ns).await

@@ -377,6 +377,28 @@ async fn cluster_ips_node_ports_policies_and_restart() {
         }
         sample(&b.nodes[0].ns, sock(CLUSTER_IP4.parse().unwrap(), 80), 5);
         sample(&b.external.ns, sock(b.nodes[1].ip6, NODE_PORT), 5);
+        // NodePorts answer on the node's primary addresses only (kube-proxy's nftables
+        // default), not on another address the node has.
+        let ok = std::process::Command::new("ip")
+            .args([
+                "-n",
+                b.nodes[0].ns.name(),
+                "addr",
+                "add",
+                "198.51.100.100/24",
+                "dev",
+                "eth0",
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "a second address on node0");
+        let other = sock("198.51.100.100".parse().unwrap(), NODE_PORT);
+        assert!(
+            served(&b.external.ns, other, Duration::from_secs(1)).is_err(),
+            "a NodePort answered on a non-primary address"
+        );
+        sample(&b.external.ns, sock(b.nodes[0].ip4, NODE_PORT), 2);
     })
     .await;
 

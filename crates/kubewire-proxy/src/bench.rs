@@ -16,7 +16,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kubewire_datapath::OwnedNetNs;
 use kubewire_datapath::nft::NftError;
 
-use crate::compile::{NodeContext, compile};
+use crate::compile::{NodeContext, NodePortAddresses, compile};
 use crate::model::Desired;
 use crate::nft::Tables;
 
@@ -59,6 +59,7 @@ pub fn bench_proxy(services: usize, endpoints: usize) -> Result<Report, BenchErr
         name: "node0".into(),
         zone: None,
         node_ips: Vec::new(),
+        node_port_addresses: NodePortAddresses::All,
         pod_cidrs: vec!["10.0.0.0/8".parse().map_err(|_| synthetic("cidr"))?],
     };
     let (svcs, mut slices) = synthetic_cluster(services, endpoints)?;

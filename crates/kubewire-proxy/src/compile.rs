@@ -24,8 +24,20 @@ pub struct NodeContext {
     pub zone: Option<String>,
     /// The cluster's pod CIDRs (sources inside them are pods).
     pub pod_cidrs: Vec<IpNet>,
-    /// This node's own addresses (its Node's InternalIPs and ExternalIPs).
+    /// This node's own addresses (its Node's InternalIPs, then ExternalIPs).
     pub node_ips: Vec<IpAddr>,
+    pub node_port_addresses: NodePortAddresses,
+}
+
+/// Where NodePorts answer (kube-proxy's `--nodeport-addresses`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodePortAddresses {
+    /// The node's primary address of each family (its first InternalIP), as kube-proxy's
+    /// nftables mode does by default: not on addresses facing pods or other networks.
+    #[default]
+    Primary,
+    /// Every local address but loopback (kube-proxy's iptables mode).
+    All,
 }
 
 /// One endpoint as the proxy sees it (kube-proxy's `BaseEndpointInfo`).
@@ -65,8 +77,19 @@ pub fn compile<S: Borrow<Service>, E: Borrow<EndpointSlice>>(
             .or_default()
             .push(slice);
     }
+    let node_port_ips = match node.node_port_addresses {
+        NodePortAddresses::All => None,
+        NodePortAddresses::Primary => Some(
+            Family::ALL
+                .iter()
+                .filter_map(|f| node.node_ips.iter().find(|ip| Family::of(**ip) == *f))
+                .copied()
+                .collect(),
+        ),
+    };
     let mut desired = Desired {
         pod_cidrs: node.pod_cidrs.clone(),
+        node_port_ips,
         ..Desired::default()
     };
     let mut warnings = Vec::new();

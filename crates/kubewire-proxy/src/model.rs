@@ -184,4 +184,6 @@ pub struct Desired {
     pub health_checks: BTreeMap<u16, ServiceHealth>,
     /// The cluster's pod address ranges: sources inside them are pods ("inside the cluster").
     pub pod_cidrs: Vec<IpNet>,
+    /// The addresses NodePorts answer on; `None`: every local non-loopback address.
+    pub node_port_ips: Option<Vec<IpAddr>>,
 }

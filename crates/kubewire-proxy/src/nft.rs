@@ -64,6 +64,8 @@ pub enum SetId {
     Hairpin(Family),
     /// The cluster's pod CIDRs (interval set).
     PodCidrs(Family),
+    /// The addresses NodePorts answer on.
+    NodePortIps(Family),
     /// Load-balancer keys with source ranges, and `key . allowed source` (interval set).
     Firewall(Family),
     FirewallAllow(Family),
@@ -87,6 +89,7 @@ impl fmt::Display for SetId {
             }
             SetId::Hairpin(family) => write!(f, "hairpin{}", family.suffix()),
             SetId::PodCidrs(family) => write!(f, "pods{}", family.suffix()),
+            SetId::NodePortIps(family) => write!(f, "nodeport-ips{}", family.suffix()),
             SetId::Firewall(family) => write!(f, "fw{}", family.suffix()),
             SetId::FirewallAllow(family) => write!(f, "fwallow{}", family.suffix()),
         }
@@ -102,6 +105,8 @@ pub type Elements = BTreeMap<String, Option<String>>;
 pub struct Tables {
     pub sets: BTreeMap<SetId, Elements>,
     pub sticky: Vec<Sticky>,
+    /// NodePorts answer only on the addresses in `nodeport-ips<family>`, not on every local one.
+    pub node_port_ips_only: bool,
 }
 
 /// A destination with `sessionAffinity: ClientIP` and endpoints. Stickiness needs state per
@@ -145,6 +150,14 @@ impl Tables {
                 .map(|c| (c.trunc().to_string(), None))
                 .collect();
             sets.insert(SetId::PodCidrs(family), pods);
+            let node_port_ips = desired
+                .node_port_ips
+                .iter()
+                .flatten()
+                .filter(|ip| Family::of(**ip) == family)
+                .map(|ip| (ip.to_string(), None))
+                .collect();
+            sets.insert(SetId::NodePortIps(family), node_port_ips);
         }
         let mut put = |id: SetId, key: String, value: Option<String>| {
             sets.entry(id).or_default().insert(key, value);
@@ -205,7 +218,11 @@ impl Tables {
                 put(SetId::Masquerade { class, family }, k, None);
             }
         }
-        Tables { sets, sticky }
+        Tables {
+            sets,
+            sticky,
+            node_port_ips_only: desired.node_port_ips.is_some(),
+        }
     }
 
     /// The transaction that replaces the whole table with this content.
@@ -282,6 +299,7 @@ impl Tables {
     pub fn render_delta(&self, desired: &Tables) -> Option<String> {
         if desired.sets.keys().any(|id| !self.sets.contains_key(id))
             || self.sticky != desired.sticky
+            || self.node_port_ips_only != desired.node_port_ips_only
         {
             return None;
         }
@@ -339,6 +357,7 @@ impl Tables {
         Tables {
             sets,
             sticky: desired.sticky.clone(),
+            node_port_ips_only: desired.node_port_ips_only,
         }
     }
 
@@ -417,21 +436,21 @@ impl Tables {
             let masq = |class| SetId::Masquerade { class, family };
             services.push(format!(
                 "{} @{} {p} saddr != @{} {mark}",
-                match_key(Class::ClusterIp, family),
+                self.match_key(Class::ClusterIp, family),
                 masq(Class::ClusterIp),
                 SetId::PodCidrs(family)
             ));
             for class in [Class::ExternalIp, Class::NodePort] {
                 services.push(format!(
                     "{} @{} {mark}",
-                    match_key(class, family),
+                    self.match_key(class, family),
                     masq(class)
                 ));
             }
             for class in [Class::ExternalIpFromInside, Class::NodePortFromInside] {
                 services.push(format!(
                     "fib saddr type local {} @{} {mark}",
-                    match_key(class, family),
+                    self.match_key(class, family),
                     masq(class)
                 ));
             }
@@ -474,35 +493,69 @@ impl Tables {
             .collect();
         chain("firewall-check", None, firewall);
 
-        let mut check = verdict_rules(Class::ClusterIp);
+        let mut check = self.verdict_rules(Class::ClusterIp);
         check.extend(to_inside("endpoints-check-inside"));
         check.push("goto endpoints-check-outside".into());
         chain("endpoints-check", None, check);
         let mut inside = Vec::new();
         for class in [Class::ExternalIpFromInside, Class::NodePortFromInside] {
-            inside.extend(verdict_rules(class));
+            inside.extend(self.verdict_rules(class));
             // Handled here: the outside verdicts (a Local policy's drop) are not for us.
             for family in Family::ALL {
                 inside.push(format!(
                     "{} @{} return",
-                    match_key(class, family),
+                    self.match_key(class, family),
                     SetId::Masquerade { class, family }
                 ));
             }
         }
         inside.push("goto endpoints-check-outside".into());
         chain("endpoints-check-inside", None, inside);
-        let mut outside = verdict_rules(Class::ExternalIp);
-        outside.extend(verdict_rules(Class::NodePort));
+        let mut outside = self.verdict_rules(Class::ExternalIp);
+        outside.extend(self.verdict_rules(Class::NodePort));
         chain("endpoints-check-outside", None, outside);
         s
+    }
+
+    /// `reject` / `drop` for the class's keys without endpoints.
+    fn verdict_rules(&self, class: Class) -> Vec<String> {
+        let mut rules = Vec::new();
+        for family in Family::ALL {
+            let key = self.match_key(class, family);
+            rules.push(format!("{key} @{} reject", SetId::Reject { class, family }));
+            rules.push(format!("{key} @{} drop", SetId::Drop { class, family }));
+        }
+        rules
+    }
+
+    /// The key expression with what a packet must be to be looked up: NodePorts only on the
+    /// node-port addresses (kube-proxy's nftables mode: the node's primary IPs by default), or
+    /// on every local non-loopback address, in the family of the set.
+    fn match_key(&self, class: Class, family: Family) -> String {
+        let key = key_expr(class, family);
+        if class.keyed_by_ip() {
+            return key;
+        }
+        let on = if self.node_port_ips_only {
+            format!(
+                "{} daddr @{}",
+                family.nft_prefix(),
+                SetId::NodePortIps(family)
+            )
+        } else {
+            match family {
+                Family::V4 => "fib daddr type local ip daddr != 127.0.0.0/8".to_string(),
+                Family::V6 => "fib daddr type local ip6 daddr != ::1".to_string(),
+            }
+        };
+        format!("meta nfproto {} {on} {key}", family.nfproto())
     }
 
     fn dnat_rules(&self, class: Class) -> Vec<String> {
         let mut rules = Vec::new();
         for family in Family::ALL {
             let p = family.nft_prefix();
-            let key = match_key(class, family);
+            let key = self.match_key(class, family);
             let lookup = key_expr(class, family);
             for n in self.counts(class, family) {
                 rules.push(format!(
@@ -521,17 +574,6 @@ impl Tables {
     }
 }
 
-/// `reject` / `drop` for the class's keys without endpoints.
-fn verdict_rules(class: Class) -> Vec<String> {
-    let mut rules = Vec::new();
-    for family in Family::ALL {
-        let key = match_key(class, family);
-        rules.push(format!("{key} @{} reject", SetId::Reject { class, family }));
-        rules.push(format!("{key} @{} drop", SetId::Drop { class, family }));
-    }
-    rules
-}
-
 /// The key expression of a class, without the packet filters it needs.
 fn key_expr(class: Class, family: Family) -> String {
     if class.keyed_by_ip() {
@@ -539,23 +581,6 @@ fn key_expr(class: Class, family: Family) -> String {
     } else {
         "meta l4proto . th dport".to_string()
     }
-}
-
-/// The key expression with what a packet must be to be looked up: NodePorts only on this node's
-/// own, non-loopback addresses (as kube-proxy's nftables mode), in the family of the set.
-fn match_key(class: Class, family: Family) -> String {
-    let key = key_expr(class, family);
-    if class.keyed_by_ip() {
-        return key;
-    }
-    let loopback = match family {
-        Family::V4 => "ip daddr != 127.0.0.0/8",
-        Family::V6 => "ip6 daddr != ::1",
-    };
-    format!(
-        "meta nfproto {} fib daddr type local {loopback} {key}",
-        family.nfproto()
-    )
 }
 
 fn is_map(id: &SetId) -> bool {
@@ -587,6 +612,8 @@ fn declaration(id: &SetId) -> String {
             let p = family.nft_prefix();
             format!("typeof {p} daddr . meta l4proto . th dport . {p} saddr; flags interval;")
         }
+        SetId::NodePortIps(Family::V4) => "type ipv4_addr;".to_string(),
+        SetId::NodePortIps(Family::V6) => "type ipv6_addr;".to_string(),
         SetId::PodCidrs(Family::V4) => "type ipv4_addr; flags interval;".to_string(),
         SetId::PodCidrs(Family::V6) => "type ipv6_addr; flags interval;".to_string(),
     }

@@ -17,7 +17,7 @@ use kubewire_datapath::NetNs;
 use kubewire_datapath::nft::NftError;
 use prometheus_client::registry::Registry;
 
-use crate::compile::{NodeContext, compile};
+use crate::compile::{NodeContext, NodePortAddresses, compile};
 use crate::conntrack;
 use crate::health::{HealthError, HealthServers, HealthState};
 use crate::metrics::{Metrics, TrafficPolicy};
@@ -55,6 +55,7 @@ pub struct Config {
     pub healthz_address: Option<SocketAddr>,
     /// Where to serve `/metrics` (kube-proxy's `127.0.0.1:10249`), if anywhere.
     pub metrics_address: Option<SocketAddr>,
+    pub node_port_addresses: NodePortAddresses,
 }
 
 /// The table as last applied in one namespace.
@@ -264,13 +265,18 @@ fn node_context(config: &Config, nodes: &[Arc<Node>]) -> NodeContext {
         .and_then(|n| n.metadata.labels.as_ref())
         .and_then(|l| l.get(kubewire_api::labels::TOPOLOGY_ZONE))
         .cloned();
-    let node_ips = me
+    let addresses = me
         .and_then(|n| n.status.as_ref())
-        .and_then(|s| s.addresses.as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
-        .filter_map(|a| a.address.parse().ok())
+        .and_then(|s| s.addresses.as_ref());
+    let node_ips = ["InternalIP", "ExternalIP"]
+        .iter()
+        .flat_map(|kind| {
+            addresses
+                .into_iter()
+                .flatten()
+                .filter(move |a| a.type_ == *kind)
+                .filter_map(|a| a.address.parse().ok())
+        })
         .collect();
     let pod_cidrs = if config.cluster_cidrs.is_empty() {
         let all: BTreeSet<IpNet> = nodes
@@ -289,5 +295,6 @@ fn node_context(config: &Config, nodes: &[Arc<Node>]) -> NodeContext {
         zone,
         pod_cidrs,
         node_ips,
+        node_port_addresses: config.node_port_addresses,
     }
 }

@@ -94,6 +94,7 @@ pub fn start_agent(
         cluster_cidrs: vec![],
         healthz_address: Some(HEALTHZ),
         metrics_address: Some(METRICS),
+        node_port_addresses: kubewire_proxy::compile::NodePortAddresses::Primary,
     });
     let ns = node.ns.try_clone().unwrap();
     tokio::spawn(async move {

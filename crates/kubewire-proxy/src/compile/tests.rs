@@ -17,6 +17,7 @@ fn node() -> NodeContext {
         name: "n1".into(),
         zone: Some("a".into()),
         node_ips: vec!["198.51.100.10".parse().expect("ip")],
+        node_port_addresses: NodePortAddresses::All,
         pod_cidrs: vec!["10.244.0.0/16".parse().expect("cidr")],
     }
 }
@@ -428,5 +429,31 @@ fn source_ranges_guard_load_balancer_ips_only() {
     assert_eq!(
         ranges(&d, Class::ExternalIp, Some("203.0.113.8"), 80),
         ["10.0.0.0/8", "172.16.0.0/12"]
+    );
+}
+
+#[test]
+fn primary_node_port_addresses_are_the_first_of_each_family() {
+    let mut ctx = node();
+    ctx.node_ips = vec![
+        "198.51.100.10".parse().expect("ip"),
+        "2001:db8::10".parse().expect("ip"),
+        "203.0.113.10".parse().expect("ip"),
+    ];
+    ctx.node_port_addresses = NodePortAddresses::Primary;
+    let (d, _) = compile(&[] as &[Service], &[] as &[EndpointSlice], &ctx);
+    let ips: Vec<String> = d
+        .node_port_ips
+        .expect("limited")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(ips, ["198.51.100.10", "2001:db8::10"]);
+    ctx.node_port_addresses = NodePortAddresses::All;
+    assert_eq!(
+        compile(&[] as &[Service], &[] as &[EndpointSlice], &ctx)
+            .0
+            .node_port_ips,
+        None
     );
 }

@@ -246,3 +246,37 @@ fn source_ranges_become_a_firewall_set() {
         "interval sets are re-declared"
     );
 }
+
+#[test]
+fn node_ports_can_be_limited_to_the_node_port_addresses() {
+    let np = Key {
+        family: Family::V4,
+        class: Class::NodePort,
+        ip: None,
+        protocol: Protocol::Tcp,
+        port: 30080,
+    };
+    let mut d = desired(vec![(
+        np,
+        entry(&["10.244.1.5:8080"], WhenEmpty::Reject, true),
+    )]);
+    d.node_port_ips = Some(vec!["198.51.100.10".parse().expect("ip")]);
+    let primary = Tables::from_desired(&d);
+    let full = primary.render_full();
+    assert!(
+        full.contains(
+            "meta nfproto ipv4 ip daddr @nodeport-ips4 meta l4proto . th dport @np4-n1 dnat ip to"
+        ),
+        "{full}"
+    );
+    assert!(full.contains("elements = { 198.51.100.10 }"), "{full}");
+    assert!(!full.contains("fib daddr type local"), "{full}");
+    // Another primary address is an element update; switching to every address is new rules.
+    d.node_port_ips = Some(vec!["198.51.100.11".parse().expect("ip")]);
+    let moved = primary
+        .render_delta(&Tables::from_desired(&d))
+        .expect("elements only");
+    assert!(moved.contains("add element inet kubewire-proxy nodeport-ips4 { 198.51.100.11 }"));
+    d.node_port_ips = None;
+    assert_eq!(primary.render_delta(&Tables::from_desired(&d)), None);
+}
