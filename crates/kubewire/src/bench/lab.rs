@@ -57,6 +57,7 @@ fn role(cmdline: &str) -> &'static str {
     for role in [
         "apiserver",
         "controller",
+        "dns",
         "workloads",
         "agent",
         "kubelet",
@@ -184,5 +185,9 @@ mod tests {
             "serve"
         );
         assert_eq!(role("/k/kubewire lab supervise --name x"), "supervise");
+        assert_eq!(
+            role("/k/kubewire dns --kubeconfig /l/kubeconfig --listen 198.18.0.1:53"),
+            "dns"
+        );
     }
 }
