@@ -13,47 +13,11 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kubewire_api::labels;
-use kubewire_apiserver::testing::TestServer;
 use kubewire_controllers::endpointslice::{CONTROLLER_NAME, Config, runtime};
 use serde_json::{Value, json};
 
 mod common;
-use common::eventually;
-
-struct Harness {
-    client: kube::Client,
-    _server: TestServer,
-}
-
-async fn start() -> Harness {
-    let server = TestServer::start().await;
-    Harness {
-        client: kubewire_api::client::from_kubeconfig(&server.kubeconfig)
-            .await
-            .expect("a client"),
-        _server: server,
-    }
-}
-
-/// The controller as a task, stopped on drop.
-struct Running(tokio::task::JoinHandle<()>);
-
-impl Running {
-    fn start(client: &kube::Client, config: Config) -> Running {
-        let client = client.clone();
-        Running(tokio::spawn(async move {
-            runtime::run(client, config)
-                .await
-                .expect("the EndpointSlice controller runs");
-        }))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+use common::{Harness, Running, eventually, start};
 
 impl Harness {
     fn api<K>(&self) -> Api<K>
@@ -184,7 +148,7 @@ fn addresses(endpoints: &Endpoints) -> (Vec<String>, Vec<String>) {
 
 #[tokio::test]
 async fn slices_and_endpoints_follow_readiness_termination_and_service_deletion() {
-    let h = start().await;
+    let h = start(false).await;
     h.add_node("node-a", "zone-1").await;
     let service = h
         .add_service(
@@ -195,7 +159,10 @@ async fn slices_and_endpoints_follow_readiness_termination_and_service_deletion(
         .await;
     h.add_pod("web-0", "10.244.0.10").await;
     h.add_pod("web-1", "10.244.0.11").await;
-    let _controller = Running::start(&h.client, Config::default());
+    let _controller = Running::spawn(
+        "the EndpointSlice controller",
+        runtime::run(h.client.clone(), Config::default()),
+    );
 
     let slice = eventually("a slice with both Pods ready", || async {
         let slices = h.slices("web").await;
@@ -309,7 +276,7 @@ async fn slices_and_endpoints_follow_readiness_termination_and_service_deletion(
 
 #[tokio::test]
 async fn a_burst_of_pods_is_packed_once_and_then_left_still_across_restarts() {
-    let h = start().await;
+    let h = start(false).await;
     h.add_node("node-a", "zone-1").await;
     h.add_service(
         "web",
@@ -331,7 +298,10 @@ async fn a_burst_of_pods_is_packed_once_and_then_left_still_across_restarts() {
     });
 
     let config = Config::new(3).expect("a valid maximum");
-    let controller = Running::start(&h.client, config);
+    let controller = Running::spawn(
+        "the EndpointSlice controller",
+        runtime::run(h.client.clone(), config),
+    );
     for i in 0..7 {
         h.add_pod(&format!("web-{i}"), &format!("10.244.0.{}", 10 + i))
             .await;
@@ -377,7 +347,10 @@ async fn a_burst_of_pods_is_packed_once_and_then_left_still_across_restarts() {
     let endpoints_version = |e: Option<Endpoints>| e.and_then(|e| e.metadata.resource_version);
     let settled_endpoints = endpoints_version(h.endpoints("web").await);
     drop(controller);
-    let _controller = Running::start(&h.client, config);
+    let _controller = Running::spawn(
+        "the EndpointSlice controller",
+        runtime::run(h.client.clone(), config),
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(versions(&h.slices("web").await), settled);
     assert_eq!(
@@ -404,7 +377,7 @@ async fn a_burst_of_pods_is_packed_once_and_then_left_still_across_restarts() {
 
 #[tokio::test]
 async fn services_without_selector_and_other_managers_objects_are_left_alone() {
-    let h = start().await;
+    let h = start(false).await;
     h.add_node("node-a", "zone-1").await;
     h.add_service("manual", json!({"ports": [{"name": "http", "port": 80}]}))
         .await;
@@ -431,7 +404,10 @@ async fn services_without_selector_and_other_managers_objects_are_left_alone() {
     h.add_pod("web-0", "10.244.0.10").await;
     let kubernetes_endpoints = h.endpoints("kubernetes").await;
 
-    let _controller = Running::start(&h.client, Config::default());
+    let _controller = Running::spawn(
+        "the EndpointSlice controller",
+        runtime::run(h.client.clone(), Config::default()),
+    );
     // The managed Service gets its objects: the controller has been through its Services.
     eventually("web's own slice and Endpoints", || async {
         let ours = h.slices("web").await.into_iter().any(|s| {

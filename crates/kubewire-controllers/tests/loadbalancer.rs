@@ -4,57 +4,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Event, Namespace, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kubewire_apiserver::testing::TestServer;
 use kubewire_controllers::loadbalancer::runtime::{self, REASON_ALLOCATION_FAILED};
 use kubewire_controllers::loadbalancer::{Config, IP_MODE_VIP};
 use serde_json::{Value, json};
 
 mod common;
-use common::eventually;
-
-struct Harness {
-    client: kube::Client,
-    _server: TestServer,
-}
-
-async fn start() -> Harness {
-    let server = TestServer::start_with(|c| {
-        c.service_cidrs = vec![
-            "10.96.0.0/16".parse().expect("a CIDR"),
-            "fd00:10:96::/112".parse().expect("a CIDR"),
-        ];
-    })
-    .await;
-    Harness {
-        client: kubewire_api::client::from_kubeconfig(&server.kubeconfig)
-            .await
-            .expect("a client"),
-        _server: server,
-    }
-}
+use common::{Running, eventually, start};
 
 fn config(ranges: &[&str]) -> Config {
     Config::new(ranges.iter().map(|r| r.parse().expect("a CIDR")).collect()).expect("a config")
-}
-
-/// The controller as a task, stopped on drop.
-struct Running(tokio::task::JoinHandle<()>);
-
-impl Running {
-    fn start(client: &kube::Client, config: &Config) -> Running {
-        let (client, config) = (client.clone(), config.clone());
-        Running(tokio::spawn(async move {
-            runtime::run(client, config)
-                .await
-                .expect("LoadBalancer IPAM runs");
-        }))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 async fn create(services: &Api<Service>, name: &str, spec: Value) {
@@ -120,13 +78,16 @@ async fn versions(services: &Api<Service>) -> BTreeMap<String, (String, Value)> 
 
 #[tokio::test]
 async fn allocates_honours_releases_and_survives_a_restart() {
-    let h = start().await;
+    let h = start(true).await;
     let services: Api<Service> = Api::namespaced(h.client.clone(), "default");
     let config = config(&["203.0.113.0/29", "fd00:1b::/125"]);
 
     // One Service before the controller starts, the rest while it runs.
     create(&services, "first", load_balancer(json!({}))).await;
-    let controller = Running::start(&h.client, &config);
+    let controller = Running::spawn(
+        "LoadBalancer IPAM",
+        runtime::run(h.client.clone(), config.clone()),
+    );
     wait_for_ips(&services, "first", &["203.0.113.1"]).await;
 
     let dual = json!({"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv6", "IPv4"]});
@@ -185,7 +146,10 @@ async fn allocates_honours_releases_and_survives_a_restart() {
     // new Service (reconciled after the first round) gets an address nobody holds.
     drop(controller);
     let before = versions(&services).await;
-    let _controller = Running::start(&h.client, &config);
+    let _controller = Running::spawn(
+        "LoadBalancer IPAM",
+        runtime::run(h.client.clone(), config.clone()),
+    );
     create(&services, "after-restart", load_balancer(json!({}))).await;
     wait_for_ips(&services, "after-restart", &["203.0.113.4"]).await;
     let mut after = versions(&services).await;
@@ -195,7 +159,7 @@ async fn allocates_honours_releases_and_survives_a_restart() {
 
 #[tokio::test]
 async fn exhaustion_records_an_event_and_deletion_unblocks() {
-    let h = start().await;
+    let h = start(true).await;
     let namespace: Namespace =
         serde_json::from_value(json!({"metadata": {"name": "team"}})).expect("a Namespace");
     Api::<Namespace>::all(h.client.clone())
@@ -205,7 +169,10 @@ async fn exhaustion_records_an_event_and_deletion_unblocks() {
     let services: Api<Service> = Api::namespaced(h.client.clone(), "team");
     let events: Api<Event> = Api::namespaced(h.client.clone(), "team");
     // Two addresses: .1 and .2 (.0 is the network address, .3 the broadcast address).
-    let _controller = Running::start(&h.client, &config(&["203.0.113.0/30"]));
+    let _controller = Running::spawn(
+        "LoadBalancer IPAM",
+        runtime::run(h.client.clone(), config(&["203.0.113.0/30"])),
+    );
     for name in ["a", "b"] {
         create(&services, name, load_balancer(json!({}))).await;
     }

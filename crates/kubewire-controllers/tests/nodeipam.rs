@@ -6,43 +6,12 @@ use std::time::Duration;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Event, Node};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kubewire_apiserver::testing::TestServer;
 use kubewire_controllers::nodeipam::runtime::REASON_CIDR_NOT_AVAILABLE;
 use kubewire_controllers::nodeipam::{IpamConfig, pod_cidrs_of, runtime};
 use serde_json::json;
 
-struct Harness {
-    client: kube::Client,
-    _server: TestServer,
-}
-
-async fn start() -> Harness {
-    let server = TestServer::start().await;
-    Harness {
-        client: kubewire_api::client::from_kubeconfig(&server.kubeconfig)
-            .await
-            .unwrap(),
-        _server: server,
-    }
-}
-
-/// The controller as a task, stopped on drop.
-struct Running(tokio::task::JoinHandle<()>);
-
-impl Running {
-    fn start(client: &kube::Client, config: &IpamConfig) -> Running {
-        let (client, config) = (client.clone(), config.clone());
-        Running(tokio::spawn(async move {
-            runtime::run(client, config).await.expect("node IPAM runs");
-        }))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+mod common;
+use common::{Running, eventually, start};
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -71,19 +40,15 @@ async fn wait_for(
     what: &str,
     done: impl Fn(&BTreeMap<String, Vec<String>>) -> bool,
 ) -> BTreeMap<String, Vec<String>> {
-    for _ in 0..400 {
-        let now = cidrs(nodes).await;
-        if done(&now) {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}: {:?}", cidrs(nodes).await);
+    eventually(what, async || {
+        Some(cidrs(nodes).await).filter(|now| done(now))
+    })
+    .await
 }
 
 #[tokio::test]
 async fn fifty_dual_stack_nodes_restart_without_reassignment() {
-    let h = start().await;
+    let h = start(false).await;
     let nodes: Api<Node> = Api::all(h.client.clone());
     let config =
         IpamConfig::new(vec![net("10.244.0.0/16"), net("fd00:10:244::/56")], 24, 64).unwrap();
@@ -91,7 +56,7 @@ async fn fifty_dual_stack_nodes_restart_without_reassignment() {
     for i in 0..25 {
         create_node(&nodes, &format!("node-{i:02}")).await;
     }
-    let controller = Running::start(&h.client, &config);
+    let controller = Running::spawn("node IPAM", runtime::run(h.client.clone(), config.clone()));
     for i in 25..50 {
         create_node(&nodes, &format!("node-{i:02}")).await;
     }
@@ -124,7 +89,7 @@ async fn fifty_dual_stack_nodes_restart_without_reassignment() {
     // Restart: a new controller rebuilds its state from the Nodes and changes nothing; a new
     // Node gets a subnet nobody holds.
     drop(controller);
-    let _controller = Running::start(&h.client, &config);
+    let _controller = Running::spawn("node IPAM", runtime::run(h.client.clone(), config.clone()));
     create_node(&nodes, "node-new").await;
     let after = wait_for(&nodes, "the new Node", |m| {
         m.get("node-new").is_some_and(|c| c.len() == 2)
@@ -140,12 +105,12 @@ async fn fifty_dual_stack_nodes_restart_without_reassignment() {
 
 #[tokio::test]
 async fn exhaustion_records_an_event_and_deletion_unblocks() {
-    let h = start().await;
+    let h = start(false).await;
     let nodes: Api<Node> = Api::all(h.client.clone());
     let events: Api<Event> = Api::namespaced(h.client.clone(), "default");
     // Four /24s for five Nodes.
     let config = IpamConfig::new(vec![net("10.0.0.0/22")], 24, 64).unwrap();
-    let _controller = Running::start(&h.client, &config);
+    let _controller = Running::spawn("node IPAM", runtime::run(h.client.clone(), config.clone()));
     for i in 0..5 {
         create_node(&nodes, &format!("n{i}")).await;
     }

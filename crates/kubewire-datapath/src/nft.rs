@@ -15,27 +15,19 @@ pub enum NftError {
 
 /// Runs `nft -f -` with `script` from the calling thread (so in its network namespace).
 pub fn apply(script: &str) -> Result<(), NftError> {
-    run(&["-f", "-"], Some(script)).map(|_| ())
-}
-
-fn run(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
     let mut child = Command::new("nft")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(NftError::Spawn)?;
-    if let (Some(script), Some(mut pipe)) = (stdin, child.stdin.take()) {
+    if let Some(mut pipe) = child.stdin.take() {
         pipe.write_all(script.as_bytes()).map_err(NftError::Spawn)?;
     }
     let out = child.wait_with_output().map_err(NftError::Spawn)?;
     if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(())
     } else {
         Err(NftError::Failed(
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
